@@ -1,0 +1,235 @@
+"""Configuration of a processing run: frozen dataclasses, one per stage.
+
+Values come from defaults, an optional TOML file (``--config``) and then the
+command-line options, in that order. Everything is validated once, in
+``__post_init__``; invalid values raise :class:`~smearscan.errors.ConfigError`
+naming the option. Units are part of the names (``pixel_size_um``, ``_px``).
+
+TOML layout (every key optional)::
+
+    model = "classical"
+    [tiling]
+    tile_size_px = 512
+    overlap_px = 32
+    [inference]
+    device = "auto"
+    batch_size = 8
+    [scale]
+    pixel_size_um = 0.1
+    [output]
+    write_probabilities = true
+    [batch]
+    workers = 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from smearscan.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def _positive(name: str, value: float | int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """How a slide is cut into tiles for the model.
+
+    Attributes:
+        tile_size_px: Tile side at the model's input scale (rounded up to the
+            model's size multiple).
+        overlap_px: Width of the blending ramp between neighbouring tiles.
+        halo_px: Context margin per side; None uses the model's receptive field.
+        in_memory_limit_mb: Slides whose probability map would exceed this are
+            stitched chunk by chunk straight into Zarr instead of in memory.
+    """
+
+    tile_size_px: int = 512
+    overlap_px: int = 32
+    halo_px: int | None = None
+    in_memory_limit_mb: int = 256
+
+    def __post_init__(self) -> None:
+        _positive("tiling.tile_size_px", self.tile_size_px)
+        _positive("tiling.in_memory_limit_mb", self.in_memory_limit_mb)
+        if self.overlap_px < 0:
+            raise ConfigError(f"tiling.overlap_px must be >= 0, got {self.overlap_px}")
+        if self.halo_px is not None and self.halo_px < 0:
+            raise ConfigError(f"tiling.halo_px must be >= 0, got {self.halo_px}")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Where and how tiles go through the model.
+
+    Attributes:
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        batch_size: Tiles per forward pass.
+        amp: Mixed precision on CUDA (ignored on CPU).
+        prefetch_batches: Batches read and resampled ahead of the model.
+    """
+
+    device: Device = "auto"
+    batch_size: int = 8
+    amp: bool = True
+    prefetch_batches: int = 2
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"inference.device must be auto, cpu or cuda, got {self.device!r}")
+        _positive("inference.batch_size", self.batch_size)
+        _positive("inference.prefetch_batches", self.prefetch_batches)
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """How the pixel size of each slide is known.
+
+    Attributes:
+        pixel_size_um: Micrometres per pixel of every input; None means: read
+            it from the file's metadata, else estimate it from the RBCs.
+        rbc_diameter_um: Median RBC diameter used as the ruler.
+        use_metadata: Trust a pixel size stored in the file (TIFF resolution).
+        sample_px: Side of the central window used for estimation on large slides.
+    """
+
+    pixel_size_um: float | None = None
+    rbc_diameter_um: float = 7.5
+    use_metadata: bool = True
+    sample_px: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.pixel_size_um is not None:
+            _positive("scale.pixel_size_um", self.pixel_size_um)
+            if not 0.01 <= self.pixel_size_um <= 10:
+                raise ConfigError(
+                    f"scale.pixel_size_um={self.pixel_size_um} is outside 0.01-10 µm/px; "
+                    "smear images are usually 0.05-0.5 µm/px"
+                )
+        _positive("scale.rbc_diameter_um", self.rbc_diameter_um)
+        _positive("scale.sample_px", self.sample_px)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What is written besides the report.
+
+    Attributes:
+        write_probabilities: Store the blended probability map (uint8, p*255).
+        write_image: Store the resampled RGB image the masks refer to.
+    """
+
+    write_probabilities: bool = True
+    write_image: bool = True
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How many slides run at once and where.
+
+    Attributes:
+        workers: Slides processed concurrently by the local Dask scheduler.
+        scheduler: ``host:port`` of a dask.distributed scheduler, or None for local.
+        patterns: Glob patterns selecting input files (empty: all image files).
+    """
+
+    workers: int = 1
+    scheduler: str | None = None
+    patterns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _positive("batch.workers", self.workers)
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """Everything ``smearscan process`` needs besides the inputs and the report path."""
+
+    model: str = "classical"
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of every parameter (for the report's Run sheet)."""
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> ProcessConfig:
+        """A copy with some fields replaced; ``None`` values leave a field as it is.
+
+        Args:
+            sections: ``model=...`` or a section name mapped to ``{field: value}``.
+
+        Raises:
+            ConfigError: Unknown section or field, or an invalid value.
+        """
+        return _merge(self, {k: v for k, v in sections.items() if v is not None})
+
+
+_SECTIONS: dict[str, type] = {
+    "tiling": TilingConfig,
+    "inference": InferenceConfig,
+    "scale": ScaleConfig,
+    "output": OutputConfig,
+    "batch": BatchConfig,
+}
+
+
+def _merge(config: ProcessConfig, values: dict[str, Any]) -> ProcessConfig:
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "model":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"model must be a non-empty string, got {value!r}")
+            changes["model"] = value
+            continue
+        if key not in _SECTIONS:
+            raise ConfigError(
+                f"unknown configuration section {key!r}; known: model, " + ", ".join(_SECTIONS)
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"configuration section [{key}] must be a table")
+        section = getattr(config, key)
+        known = {f.name for f in dataclasses.fields(section)}
+        unknown = set(value) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        updates = {k: v for k, v in value.items() if v is not None}
+        if "patterns" in updates:
+            updates["patterns"] = tuple(updates["patterns"])
+        try:
+            changes[key] = dataclasses.replace(section, **updates)
+        except TypeError as exc:
+            raise ConfigError(f"invalid value in [{key}]: {exc}") from exc
+    return dataclasses.replace(config, **changes)
+
+
+def load_config(path: Path | None) -> ProcessConfig:
+    """Read a TOML configuration file (or return the defaults for None).
+
+    Raises:
+        ConfigError: The file is missing, not valid TOML, or has invalid values.
+    """
+    if path is None:
+        return ProcessConfig()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return _merge(ProcessConfig(), data)

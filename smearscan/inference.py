@@ -1,0 +1,111 @@
+"""Device choice and batched prediction of tiles. Nothing else.
+
+The predictor turns RGB uint8 tiles into per-class probabilities with any
+segmenter that follows :mod:`smearscan.models.base`. On CUDA it runs under
+``torch.inference_mode`` with automatic mixed precision (fp16/bf16 autocast)
+and pinned, non-blocking host-to-device copies; on CPU in float32.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from smearscan.errors import ConfigError, ModelError
+from smearscan.models.base import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def choose_device(requested: str) -> torch.device:
+    """Resolve ``auto|cpu|cuda`` to a torch device.
+
+    Raises:
+        ConfigError: ``cuda`` was asked for and no CUDA device is usable.
+    """
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was given but no CUDA device is available; use --device cpu or auto"
+        )
+    if requested not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {requested!r}; use auto, cpu or cuda")
+    return torch.device(requested)
+
+
+class TilePredictor:
+    """Run a segmenter on batches of tiles.
+
+    Args:
+        model: A segmenter module with a ``spec`` (:class:`ModelSpec`).
+        device: Where to run it.
+        batch_size: Tiles per forward pass.
+        amp: Use autocast on CUDA (bf16 where supported, else fp16).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        *,
+        batch_size: int = 8,
+        amp: bool = True,
+    ) -> None:
+        spec = getattr(model, "spec", None)
+        if not isinstance(spec, ModelSpec):
+            raise ModelError(f"{type(model).__name__} has no ModelSpec attribute 'spec'")
+        self.spec: ModelSpec = spec
+        self.device = device
+        self.batch_size = batch_size
+        self.amp = amp and device.type == "cuda"
+        self.model = model.to(device).eval()
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._amp_dtype = (
+            torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
+        )
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """Predict class probabilities for tiles.
+
+        Args:
+            tiles: RGB uint8 array ``(N, T, T, 3)`` at the model's input scale.
+
+        Returns:
+            float32 array ``(N, C, T, T)``: probabilities summing to 1 over ``C``.
+        """
+        if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != np.uint8:
+            raise ValueError(f"expected uint8 (N, T, T, 3) tiles, got {tiles.dtype} {tiles.shape}")
+        out = [
+            self._predict_batch(tiles[i : i + self.batch_size])
+            for i in range(0, len(tiles), self.batch_size)
+        ]
+        return (
+            np.concatenate(out, axis=0)
+            if out
+            else np.zeros((0, self.spec.n_classes, *tiles.shape[1:3]), dtype=np.float32)
+        )
+
+    def _predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        host = torch.from_numpy(np.ascontiguousarray(batch))
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        with torch.inference_mode():
+            x = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+            x = (x / 255.0 - self._mean) / self._std
+            with torch.autocast(
+                device_type=self.device.type, dtype=self._amp_dtype, enabled=self.amp
+            ):
+                y = self.model(x)
+            y = y.float()
+            if y.shape[1] != self.spec.n_classes or y.shape[2:] != x.shape[2:]:
+                raise ModelError(
+                    f"model {self.spec.name} returned shape {tuple(y.shape)} for input "
+                    f"{tuple(x.shape)}; expected (N, {self.spec.n_classes}, H, W)"
+                )
+            if self.spec.output == "logits":
+                y = torch.softmax(y, dim=1)
+            return y.cpu().numpy()
