@@ -1,0 +1,471 @@
+"""Open smear images lazily as Dask arrays, and list the input files of a batch.
+
+Every image becomes a :class:`Slide` whose ``array`` is a lazy
+``(height, width, 3)`` ``uint8`` RGB ``dask.array`` chunked about 2048 x 2048;
+nothing is decoded that a computation does not ask for. The format comes from
+the magic bytes, never the extension.
+
+* TIFF (plain, tiled, pyramidal, BigTIFF, OME-TIFF, SVS): series 0, level 0,
+  through tifffile's Zarr store and ``dask.array.from_zarr`` (uncompressed
+  contiguous data is memory-mapped instead); computing a slice decodes only the
+  tiles/strips it touches; axis reordering and conversions run per chunk.
+* JPEG, PNG, BMP: validated (truncation detected), decoded once at open and
+  wrapped in a Dask array; limited to Pillow's decompression-bomb limit
+  (about 179 megapixels): convert larger scans to tiled TIFF.
+
+Conversions to 8-bit RGB (listed in ``Slide.notes``) and the pixel-size rule
+are documented in :mod:`smearscan.image_decode`: a metadata pixel size is kept
+only within 0.01-10 µm, so the 72/96/300 dpi of ordinary images give ``None``.
+
+Thread safety: TIFF chunks are read under tifffile's file-handle lock, so a
+slide may be computed with the threaded scheduler or from several threads.
+:meth:`Slide.close` (or ``with``) releases the file; a pickled slide re-opens
+its path on the other side.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import dask.array as da
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from smearscan.errors import CorruptImageError, InputError, UnsupportedFormatError
+from smearscan.image_decode import (
+    CHUNK_PIXELS,
+    DECODE_ERRORS,
+    Closable,
+    DecodedImage,
+    conversion_notes,
+    dask_name,
+    decode_tiff,
+    pixel_size_from_density,
+    to_rgb8,
+)
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_FORMATS: tuple[str, ...] = ("jpeg", "png", "bmp", "tiff")
+"""Formats :func:`open_slide` reads (TIFF includes tiled, pyramidal, BigTIFF and OME-TIFF)."""
+
+SIDECAR_SUFFIXES: frozenset[str] = frozenset(
+    {".md", ".txt", ".csv", ".tsv", ".json", ".xml", ".xyc", ".npz", ".npy", ".yaml", ".yml",
+     ".toml", ".log", ".html", ".htm", ".parquet", ".xlsx", ".xls", ".db", ".sqlite", ".ini"}
+)  # fmt: skip
+"""Companion files (annotations, notes, reports) skipped by :func:`list_inputs` without patterns."""
+
+_MAGIC: dict[bytes, str] = {
+    b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"II*\x00": "tiff",
+    b"MM\x00*": "tiff", b"II+\x00": "tiff", b"MM\x00+": "tiff",
+}  # fmt: skip
+_OTHER_IMAGES: dict[bytes, str] = {
+    b"GIF8": "GIF", b"\x00\x00\x00\x0cjP  ": "JPEG 2000", b"\xffO\xffQ": "JPEG 2000",
+    b"ZISRAWFILE": "Zeiss CZI", b"\x89HDF": "HDF5", b"%PDF": "PDF document",
+    b"PK\x03\x04": "ZIP archive",
+}  # fmt: skip
+_BMP_DIB_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+_PILLOW_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I", "F"})
+_PAD_MODES = ("reflect", "symmetric", "edge", "constant")
+
+
+@dataclass(frozen=True)
+class SlideSource:
+    """One input file found by :func:`list_inputs`.
+
+    Attributes:
+        path: Absolute path of the file (symlinks kept as found).
+        relative: POSIX path relative to the input root it was found under; the
+            file name for a file given directly. This is the ``slide`` key of the report.
+    """
+
+    path: Path
+    relative: str
+
+
+@dataclass(eq=False)
+class Slide:
+    """An opened smear image.
+
+    Attributes:
+        path: Absolute path of the file.
+        array: Lazy ``(height, width, 3)`` ``uint8`` RGB Dask array, level 0.
+        width: Image width in pixels (columns, x).
+        height: Image height in pixels (rows, y).
+        format: One of :data:`SUPPORTED_FORMATS`, from the magic bytes.
+        pixel_size_um: Pixel size in µm per pixel from the file's metadata, or
+            ``None`` when absent or implausible (rule in :mod:`smearscan.image_decode`).
+        notes: Conversions applied to reach 8-bit RGB (e.g. ``"16-bit scaled to 8-bit"``).
+        levels: Pyramid levels in the file (1 when not pyramidal); only level 0 is read.
+    """
+
+    path: Path
+    array: da.Array
+    width: int
+    height: int
+    format: str
+    pixel_size_um: float | None = None
+    notes: list[str] = field(default_factory=list)
+    levels: int = 1
+    _resources: list[Closable] = field(default_factory=list, repr=False)
+    _region_array: da.Array | None = field(default=None, repr=False)
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        """Release the open file (idempotent); ``array`` cannot be computed afterwards."""
+        self._closed = True
+        while self._resources:
+            self._resources.pop().close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        """Pickle as "open this path again" (open file handles cannot travel)."""
+        return (open_slide, (self.path,))
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def sniff_format(path: Path) -> str:
+    """Return the format (one of :data:`SUPPORTED_FORMATS`) from the file's first bytes.
+
+    Raises:
+        CorruptImageError: The file is empty.
+        UnsupportedFormatError: Another image format, or not an image at all.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(512)
+    if not head:
+        raise CorruptImageError(path, "empty file (0 bytes)")
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return name
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES:
+        return "bmp"
+    supported = ", ".join(SUPPORTED_FORMATS)
+    for magic, name in _OTHER_IMAGES.items():
+        if head.startswith(magic):
+            raise UnsupportedFormatError(path, f"{name} is not supported; supported: {supported}")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        raise UnsupportedFormatError(path, f"WebP is not supported; supported: {supported}")
+    if _looks_like_text(head):
+        kind = "looks like a text file"
+    else:
+        kind = f"unrecognised content (starts with {head[:8].hex(' ')})"
+    raise UnsupportedFormatError(path, f"not an image: {kind}; supported: {supported}")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a multi-byte character cut at the end
+    return True
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def open_slide(path: Path) -> Slide:
+    """Open an image file lazily as a :class:`Slide`.
+
+    Args:
+        path: Image file (JPEG, PNG, BMP or TIFF, whatever its extension).
+
+    Returns:
+        The opened slide; close it (or use ``with``) when done.
+
+    Raises:
+        InputError: The path does not exist or is a directory.
+        UnsupportedFormatError: Not an image, or a format not in :data:`SUPPORTED_FORMATS`.
+        CorruptImageError: Empty, truncated or undecodable file.
+    """
+    path = Path(path).absolute()
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a directory; expected an image file")
+    fmt = sniff_format(path)
+    decoded = decode_tiff(path) if fmt == "tiff" else decode_raster(path, fmt)
+    height, width = int(decoded.array.shape[0]), int(decoded.array.shape[1])
+    slide = Slide(path, decoded.array, width, height, fmt, decoded.pixel_size_um,
+                  decoded.notes, decoded.levels, decoded.resources,
+                  decoded.region_array)  # fmt: skip
+    for note in slide.notes:
+        logger.info("%s: %s", path, note)
+    logger.debug(
+        "opened %s: %s %dx%d, %d level(s), pixel size %s um, notes %s",
+        path, fmt, slide.width, slide.height, slide.levels, slide.pixel_size_um, slide.notes,
+    )  # fmt: skip
+    return slide
+
+
+# ----------------------------------------------------------------------------- JPEG, PNG, BMP
+
+
+def decode_raster(path: Path, fmt: str) -> DecodedImage:
+    """Validate and decode a whole JPEG, PNG or BMP file.
+
+    Truncation is detected by Pillow (``load()`` for JPEG/BMP, ``verify()``
+    which checks every chunk CRC and the end marker for PNG). PNG pixels are
+    then decoded by OpenCV to keep 16-bit samples (BGR reordered to RGB).
+
+    Args:
+        path: The file; fmt: ``jpeg``, ``png`` or ``bmp`` (from the magic bytes).
+
+    Raises:
+        InputError: Larger than Pillow's decompression-bomb limit.
+        CorruptImageError: Truncated or undecodable.
+    """
+    data = path.read_bytes()
+    label = fmt.upper()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            mode, (width, height) = image.mode, image.size
+            dpi = image.info.get("dpi")
+            if fmt == "png":
+                image.verify()
+                pixels, notes = _decode_png(path, data, mode)
+            else:
+                image.load()  # raises on truncation unless ImageFile.LOAD_TRUNCATED_IMAGES
+                pixels, notes = _pillow_pixels(image)
+    except Image.DecompressionBombError as exc:
+        reason = f"{label} too large to decode whole ({exc}); convert it to a tiled TIFF"
+        raise InputError(path, reason) from exc
+    except DECODE_ERRORS as exc:
+        raise CorruptImageError(path, f"cannot decode {label}: {exc}") from exc
+    if pixels.shape[:2] != (height, width):
+        raise CorruptImageError(path, f"decoded size {pixels.shape[:2]} differs from the header")
+    rgb = to_rgb8(pixels)
+    array = da.from_array(rgb, chunks=(CHUNK_PIXELS, CHUNK_PIXELS, 3), name=dask_name(path, fmt))
+    pixel_size = None
+    if isinstance(dpi, tuple) and dpi:
+        pixel_size = pixel_size_from_density(float(dpi[0]), "inch")
+    return DecodedImage(array, notes, pixel_size)
+
+
+def _pillow_pixels(image: Image.Image) -> tuple[npt.NDArray[Any], list[str]]:
+    """Pixels of a loaded Pillow image as ``(h, w, c)`` plus conversion notes."""
+    notes: list[str] = []
+    if image.mode in ("P", "PA"):
+        alpha = "transparency" in image.info or image.mode == "PA"
+        image = image.convert("RGBA" if alpha else "RGB")
+        notes.append("palette expanded to RGB")
+    elif image.mode not in _PILLOW_MODES and not image.mode.startswith("I;16"):
+        notes.append(f"{image.mode} converted to RGB")
+        image = image.convert("RGB")
+    pixels = np.asarray(image)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    notes.extend(conversion_notes(pixels.dtype, pixels.shape[-1]))
+    return pixels, notes
+
+
+def _decode_png(path: Path, data: bytes, mode: str) -> tuple[npt.NDArray[Any], list[str]]:
+    """Decode a verified PNG with OpenCV (keeps 16-bit samples), channels in RGB order."""
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise CorruptImageError(path, "cannot decode PNG: OpenCV could not read the pixel data")
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    elif pixels.shape[-1] == 3:
+        pixels = pixels[..., ::-1]
+    elif pixels.shape[-1] == 4:
+        pixels = pixels[..., [2, 1, 0, 3]]
+    if mode in ("P", "PA"):
+        notes = ["palette expanded to RGB"]
+        if pixels.shape[-1] == 4:
+            notes.append("alpha composited on white")
+        return pixels, notes
+    return pixels, conversion_notes(pixels.dtype, pixels.shape[-1])
+
+
+# ----------------------------------------------------------------------------- regions
+
+
+def _source_index(start: int, stop: int, size: int, mode: str) -> npt.NDArray[np.intp]:
+    """Image index feeding each output position (``-1`` = outside, for ``constant``)."""
+    index = np.arange(start, stop, dtype=np.intp)
+    if mode == "constant":
+        return np.where((index >= 0) & (index < size), index, -1)
+    if mode == "edge" or size == 1:
+        return np.clip(index, 0, size - 1)
+    if mode == "reflect":
+        period = 2 * (size - 1)
+        index = np.mod(index, period)
+        return np.where(index >= size, period - index, index)
+    period = 2 * size  # symmetric
+    index = np.mod(index, period)
+    return np.where(index >= size, period - 1 - index, index)
+
+
+def read_region(
+    slide: Slide, y0: int, y1: int, x0: int, x1: int, pad_mode: str = "reflect"
+) -> npt.NDArray[np.uint8]:
+    """Read a window of the slide, padding where it extends past the image.
+
+    The result equals ``numpy.pad(full_image, ..., mode=pad_mode)`` cropped to
+    the window, for windows of any size and position. Only the stored TIFF
+    tiles/strips under the window (and, for padding, under its mirror image)
+    are decoded: TIFF windows are read through a view chunked like the file
+    (about 256 pixels), not through ``slide.array``'s ~2048-pixel chunks. Runs
+    with Dask's synchronous scheduler in the calling thread, so it is safe to
+    call from many worker threads at once.
+
+    Args:
+        slide: An open slide.
+        y0: First row (may be negative).
+        y1: Row after the last (may exceed ``slide.height``); ``y1 > y0``.
+        x0: First column (may be negative).
+        x1: Column after the last (may exceed ``slide.width``); ``x1 > x0``.
+        pad_mode: ``reflect`` (default), ``symmetric``, ``edge`` or ``constant``
+            (zeros), with NumPy's meaning; a 1-pixel axis pads as ``edge``.
+
+    Returns:
+        ``(y1 - y0, x1 - x0, 3)`` ``uint8`` RGB array.
+
+    Raises:
+        ValueError: Empty window, unknown ``pad_mode`` or closed slide.
+        CorruptImageError: The image data under the window cannot be decoded.
+    """
+    if y1 <= y0 or x1 <= x0:
+        raise ValueError(f"empty window rows {y0}:{y1}, columns {x0}:{x1}")
+    if pad_mode not in _PAD_MODES:
+        raise ValueError(f"pad_mode must be one of {_PAD_MODES}, got {pad_mode!r}")
+    if slide._closed:
+        raise ValueError(f"{slide.path}: slide is closed; open it again")
+    rows = _source_index(y0, y1, slide.height, pad_mode)
+    cols = _source_index(x0, x1, slide.width, pad_mode)
+    out = np.zeros((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    row_ok, col_ok = rows >= 0, cols >= 0
+    if not row_ok.any() or not col_ok.any():
+        return out
+    r_lo, r_hi = int(rows[row_ok].min()), int(rows[row_ok].max()) + 1
+    c_lo, c_hi = int(cols[col_ok].min()), int(cols[col_ok].max()) + 1
+    try:
+        source = slide.array if slide._region_array is None else slide._region_array
+        block = np.asarray(source[r_lo:r_hi, c_lo:c_hi].compute(scheduler="synchronous"))
+    except DECODE_ERRORS as exc:
+        raise CorruptImageError(slide.path, f"cannot decode region: {exc}") from exc
+    if y0 >= 0 and y1 <= slide.height and x0 >= 0 and x1 <= slide.width:
+        return np.ascontiguousarray(block)
+    picked = block[(rows[row_ok] - r_lo)[:, None], (cols[col_ok] - c_lo)[None, :]]
+    out[np.ix_(row_ok, col_ok)] = picked
+    return out
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _matches(relative: str, patterns: Sequence[str]) -> bool:
+    """Case-insensitive fnmatch on the relative path or the name; ``**/`` also matches the root."""
+    rel = relative.lower()
+    name = rel.rsplit("/", 1)[-1]
+    for pattern in (p.lower() for p in patterns):
+        if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(name, pattern):
+            return True
+        if pattern.startswith("**/") and fnmatch.fnmatchcase(rel, pattern[3:]):
+            return True
+    return False
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, str]]:
+    """Regular files under ``root`` as (path, POSIX relative path), in no particular order.
+
+    Skips names starting with '.' and ``*.zarr`` directories. Directory symlinks
+    are followed after every real directory, and only into directories not yet
+    visited, so loops end and linked-in subtrees keep their real paths.
+    """
+    visited: set[tuple[int, int]] = set()
+    stack: list[tuple[Path, str]] = [(root, "")]
+    links: list[tuple[Path, str]] = []
+    while stack or links:
+        directory, prefix = stack.pop() if stack else links.pop()
+        stat = directory.stat()
+        if (stat.st_dev, stat.st_ino) in visited:
+            logger.debug("skipping %s: directory already visited (symlink loop?)", directory)
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            logger.warning("cannot list %s: %s", directory, exc)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            relative = f"{prefix}{entry.name}"
+            if entry.is_dir():
+                if entry.name.lower().endswith(".zarr"):
+                    logger.debug("skipping Zarr store %s", entry.path)
+                else:
+                    todo = links if entry.is_symlink() else stack
+                    todo.append((Path(entry.path), f"{relative}/"))
+            elif entry.is_file():
+                yield Path(entry.path), relative
+            else:
+                logger.debug("skipping %s: not a regular file (broken link?)", entry.path)
+
+
+def list_inputs(inputs: Sequence[Path], patterns: Sequence[str] = ()) -> list[SlideSource]:
+    """List the image files of a batch.
+
+    Directories are walked recursively (hidden entries and ``*.zarr`` stores
+    skipped, directory symlinks followed once). With ``patterns`` only files
+    whose relative path or name matches one of them (case-insensitive
+    ``fnmatch``) are kept; without, every file is kept except those with a
+    :data:`SIDECAR_SUFFIXES` suffix. Files given directly obey the same
+    filters except the hidden-name rule. Files that are not images are kept
+    on purpose: opening them gives a per-file error for the report.
+
+    Args:
+        inputs: Files and/or directories.
+        patterns: Glob patterns such as ``"*.tif"`` or ``"**/field_*.jpg"``.
+
+    Returns:
+        Sources sorted by (input order, relative path), each resolved file once.
+
+    Raises:
+        InputError: An input does not exist, or is a Zarr store.
+    """
+    sources: list[SlideSource] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        root = Path(item).expanduser().absolute()
+        if not root.exists():
+            raise InputError(root, "input not found")
+        if root.is_dir():
+            if root.name.lower().endswith(".zarr"):
+                raise InputError(root, "is a Zarr store (an output), not a folder of images")
+            candidates = sorted(_walk(root), key=lambda found: found[1])
+        else:
+            candidates = [(root, root.name)]
+        for path, relative in candidates:
+            if patterns and not _matches(relative, patterns):
+                continue
+            if not patterns and path.suffix.lower() in SIDECAR_SUFFIXES:
+                logger.debug("skipping companion file %s", path)
+                continue
+            resolved = path.resolve()
+            if resolved in seen:
+                logger.debug("skipping %s: same file already listed", path)
+                continue
+            seen.add(resolved)
+            sources.append(SlideSource(path.absolute(), relative))
+    return sources
