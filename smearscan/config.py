@@ -9,7 +9,7 @@ TOML layout (every key optional)::
 
     model = "classical"
     [tiling]
-    tile_size_px = 512
+    tile_size_px = 1024
     overlap_px = 32
     [inference]
     device = "auto"
@@ -46,20 +46,21 @@ class TilingConfig:
 
     Attributes:
         tile_size_px: Tile side at the model's input scale (rounded up to the
-            model's size multiple).
+            model's size multiple); None uses the model's preferred size.
         overlap_px: Width of the blending ramp between neighbouring tiles.
         halo_px: Context margin per side; None uses the model's receptive field.
         in_memory_limit_mb: Slides whose probability map would exceed this are
             stitched chunk by chunk straight into Zarr instead of in memory.
     """
 
-    tile_size_px: int = 512
+    tile_size_px: int | None = None
     overlap_px: int = 32
     halo_px: int | None = None
     in_memory_limit_mb: int = 256
 
     def __post_init__(self) -> None:
-        _positive("tiling.tile_size_px", self.tile_size_px)
+        if self.tile_size_px is not None:
+            _positive("tiling.tile_size_px", self.tile_size_px)
         _positive("tiling.in_memory_limit_mb", self.in_memory_limit_mb)
         if self.overlap_px < 0:
             raise ConfigError(f"tiling.overlap_px must be >= 0, got {self.overlap_px}")

@@ -12,12 +12,16 @@ Gaussian of ``sigma = sqrt(f^2 - 1) / 2`` source pixels (``f = 1 / s``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import cv2
 import numpy as np
 
 from smearscan.tiling import Window
+
+#: Reads a window of a source image: ``Window -> (h, w, 3) uint8``, mirrored past the edges.
+Reader = Callable[[Window], np.ndarray]
 
 #: Factors this close to 1 are treated as "no resampling".
 _IDENTITY_TOLERANCE = 1e-6
@@ -76,6 +80,11 @@ def read_window(array: Any, window: Window) -> np.ndarray:
     return data
 
 
+def array_reader(array: Any) -> Reader:
+    """A :data:`Reader` over an in-memory (numpy or dask) ``(H, W, 3)`` array."""
+    return lambda window: read_window(array, window)
+
+
 def _antialias_sigma(s: float) -> float:
     f = 1.0 / s
     return 0.5 * math.sqrt(f * f - 1.0) if f > 1.0 else 0.0
@@ -103,11 +112,11 @@ def source_window(window: Window, s: float) -> tuple[Window, float]:
     return src, sigma
 
 
-def resample_window(array: Any, window: Window, s: float) -> np.ndarray:
+def resample_window(read: Reader, window: Window, s: float) -> np.ndarray:
     """Read a model-scale window of a source-scale image.
 
     Args:
-        array: Source image, numpy or dask ``(H, W, 3)`` uint8.
+        read: Reader of the source image (``(H, W, 3)`` uint8).
         window: Window in model-scale pixels (may extend past the edges).
         s: Model pixels per source pixel.
 
@@ -115,9 +124,9 @@ def resample_window(array: Any, window: Window, s: float) -> np.ndarray:
         uint8 ``(window.height, window.width, 3)``.
     """
     if is_identity(s):
-        return read_window(array, window)
+        return read(window)
     src_win, sigma = source_window(window, s)
-    src = read_window(array, src_win)
+    src = read(src_win)
     if sigma > 0:
         src = cv2.GaussianBlur(
             src, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
@@ -142,7 +151,7 @@ def resample_window(array: Any, window: Window, s: float) -> np.ndarray:
 def resample_image(image: Any, s: float) -> np.ndarray:
     """Resample a whole image by ``s`` (see :func:`resample_window`)."""
     h, w = scaled_shape(image.shape[0], image.shape[1], s)
-    return resample_window(image, Window(0, h, 0, w), s)
+    return resample_window(array_reader(image), Window(0, h, 0, w), s)
 
 
 def probabilities_to_source(probs: np.ndarray, s: float, height: int, width: int) -> np.ndarray:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ import torch
 from smearscan.config import TilingConfig
 from smearscan.inference import TilePredictor, choose_device
 from smearscan.models.base import ModelSpec
-from smearscan.resample import resample_window
+from smearscan.resample import Reader, array_reader, resample_window
 from smearscan.stitching import InMemoryMerger, Merger
 from smearscan.tiling import Tile, TileGrid
 
@@ -38,33 +37,35 @@ class ScaledSlide:
     """A source image seen at the model's scale.
 
     Attributes:
-        array: Source pixels, numpy or dask ``(H_src, W_src, 3)`` uint8.
+        read_source: Reader of the source pixels (``(H_src, W_src, 3)`` uint8).
         s: Model pixels per source pixel.
         height: Rows at the model scale.
         width: Columns at the model scale.
     """
 
-    array: Any
+    read_source: Reader
     s: float
     height: int
     width: int
 
     def read(self, tile: Tile) -> np.ndarray:
         """The tile's pixels at the model scale, uint8 ``(T, T, 3)``."""
-        return resample_window(self.array, tile.window, self.s)
+        return resample_window(self.read_source, tile.window, self.s)
 
 
 def plan_grid(height: int, width: int, spec: ModelSpec, tiling: TilingConfig) -> TileGrid:
     """The tile grid for an image of ``height x width`` model-scale pixels.
 
     The halo is the model's receptive-field radius unless ``tiling.halo_px``
-    asks for more (or less, at the user's risk).
+    asks for more (or less, at the user's risk); the tile side is the model's
+    preferred one unless ``tiling.tile_size_px`` is set.
     """
     halo = spec.halo_px if tiling.halo_px is None else tiling.halo_px
+    tile = spec.tile_px if tiling.tile_size_px is None else tiling.tile_size_px
     return TileGrid.create(
         height,
         width,
-        tile_size=tiling.tile_size_px,
+        tile_size=tile,
         halo=halo,
         overlap=tiling.overlap_px,
         size_multiple=spec.size_multiple,
@@ -165,6 +166,7 @@ def segment_array(
     grid = plan_grid(image.shape[0], image.shape[1], spec, tiling)
     predictor = TilePredictor(model, choose_device(device), batch_size=batch_size)
     merger = InMemoryMerger(grid, spec.n_classes)
-    run_tiles(ScaledSlide(image, 1.0, image.shape[0], image.shape[1]), grid, predictor, merger)
+    scaled = ScaledSlide(array_reader(image), 1.0, image.shape[0], image.shape[1])
+    run_tiles(scaled, grid, predictor, merger)
     probs: np.ndarray = merger.finalize()
     return probs

@@ -10,6 +10,7 @@ import zarr
 from smearscan.config import TilingConfig
 from smearscan.inference import TilePredictor
 from smearscan.models.tiny import TinyUNet
+from smearscan.resample import array_reader
 from smearscan.segmentation import ScaledSlide, band_rows_for, plan_grid, run_tiles, segment_array
 from smearscan.stitching import InMemoryMerger, ZarrMerger, quantize_probabilities
 
@@ -55,7 +56,7 @@ def test_zarr_merger_streams_the_same_result(tmp_path):
     tiling = TilingConfig(tile_size_px=96, overlap_px=16)
     grid = plan_grid(700, 900, model.spec, tiling)
     predictor = TilePredictor(model, torch.device("cpu"), batch_size=5)
-    slide = ScaledSlide(image, 1.0, 700, 900)
+    slide = ScaledSlide(array_reader(image), 1.0, 700, 900)
 
     memory = InMemoryMerger(grid, 5)
     run_tiles(slide, grid, predictor, memory)

@@ -55,6 +55,8 @@ class ModelSpec:
         output: Whether forward returns ``logits`` or ``probabilities``.
         mean: Per-channel RGB mean subtracted after scaling to [0, 1].
         std: Per-channel RGB std divided after subtracting the mean.
+        tile_px: Preferred tile side (used when the configuration sets none):
+            large enough that the halo costs little, small enough for memory.
     """
 
     name: str
@@ -66,6 +68,7 @@ class ModelSpec:
     output: Literal["logits", "probabilities"] = "logits"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    tile_px: int = 512
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     @property

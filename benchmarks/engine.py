@@ -1,0 +1,120 @@
+"""Benchmark the tiled engine on this machine.
+
+Reports, measured in one run:
+
+1. Classical path: seconds per 2592x1944 synthetic field through
+   ``process_slide`` (read, pixel size, resample, calibrate, tiled
+   segmentation, blending, Zarr write) and the peak RSS of this process.
+2. Stitched engine vs a plain whole-image forward pass of the same CNN
+   (``TinyUNet``) on one field at the model scale: the ratio of wall times
+   (the price of tiling, halo recomputation and blending).
+
+Usage::
+
+    .venv/bin/python benchmarks/engine.py [--fields 3] [--repeats 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smearscan.config import ProcessConfig, TilingConfig
+from smearscan.inference import TilePredictor
+from smearscan.models.tiny import TinyUNet
+from smearscan.pipeline import process_slide
+from smearscan.resample import resample_image
+from smearscan.segmentation import segment_array
+from smearscan.synth import generate_field, write_field
+
+FIELD_W, FIELD_H, FIELD_PX_UM = 2592, 1944, 0.1
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_classical(n_fields: int, workdir: Path) -> dict[str, float]:
+    """Seconds per field for the classical path; the pixel size is estimated from RBCs."""
+    paths = []
+    for seed in range(n_fields):
+        path = workdir / f"field_{seed}.png"
+        write_field(generate_field(seed, FIELD_W, FIELD_H, FIELD_PX_UM), path)
+        paths.append(path)
+    config = ProcessConfig()
+    process_slide(paths[0], config, workdir / "warmup.zarr")  # imports, first-call costs
+    times = []
+    for path in paths:
+        start = time.perf_counter()
+        result = process_slide(path, config, workdir / "out.zarr")
+        times.append(time.perf_counter() - start)
+        print(
+            f"  {path.name}: {times[-1]:.2f} s, pixel size {result.pixel_size_um:.4f} µm/px "
+            f"({result.pixel_size_method}), {result.tiles} tiles"
+        )
+    return {
+        "classical_s_per_field_mean": statistics.mean(times),
+        "classical_s_per_field_min": min(times),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def bench_stitching(repeats: int) -> dict[str, float]:
+    """Wall time of the tiled, blended engine over a plain whole-image forward pass."""
+    field = generate_field(0, FIELD_W, FIELD_H, FIELD_PX_UM)
+    model = TinyUNet(width=16)
+    image = resample_image(field.image, FIELD_PX_UM / model.spec.input_pixel_size_um)
+    h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    image = np.ascontiguousarray(image[:h, :w])
+    predictor = TilePredictor(model, torch.device("cpu"))
+    tiling = TilingConfig()
+    whole_times, tiled_times = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predictor.predict(image[None])
+        whole_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        segment_array(image, model, tiling=tiling, batch_size=8)
+        tiled_times.append(time.perf_counter() - start)
+    whole, tiled = min(whole_times), min(tiled_times)
+    print(
+        f"  image {w}x{h} at {model.spec.input_pixel_size_um} µm/px, tile "
+        f"{model.spec.tile_px}, overlap {tiling.overlap_px}, halo {model.spec.halo_px}"
+    )
+    return {
+        "cnn_whole_image_s": whole,
+        "cnn_tiled_stitched_s": tiled,
+        "cnn_tiled_over_whole_ratio": tiled / whole,
+    }
+
+
+def main() -> None:
+    """Run both benchmarks and print the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", type=int, default=3, help="synthetic fields to time")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the CNN comparison")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    print(f"torch threads: {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        print("classical path, 2592x1944 fields:")
+        results = bench_classical(args.fields, Path(tmp))
+    print("stitched engine vs whole-image forward (TinyUNet width 16):")
+    results |= bench_stitching(args.repeats)
+    for key, value in results.items():
+        print(f"{key:32s} {value:10.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""The ``smearscan`` command: a thin adapter over :mod:`smearscan.pipeline`.
+
+Exit codes of ``smearscan process``:
+
+* 0: every slide processed;
+* 1: some slides failed (see the Errors sheet and the log);
+* 2: usage or configuration error (nothing processed);
+* 4: no slide found under the inputs (an empty report is still written).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from smearscan import __version__
+from smearscan.errors import ConfigError, InputError, SmearscanError
+
+EXIT_OK, EXIT_SLIDES_FAILED, EXIT_USAGE, EXIT_NOTHING_TO_DO = 0, 1, 2, 4
+
+app = typer.Typer(
+    name="smearscan",
+    help="Automated blood-smear analysis: segment smear images into RBCs, WBCs "
+    "(nucleus + cytoplasm) and platelets, and report per slide.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("smearscan.cli")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"smearscan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Automated blood-smear analysis."""
+
+
+def _overrides(**options: Any) -> dict[str, Any]:
+    sections: dict[str, dict[str, Any]] = {}
+    for dotted, value in options.items():
+        section, key = dotted.split("__")
+        sections.setdefault(section, {})[key] = value
+    return sections
+
+
+@app.command()
+def process(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files and/or directories (searched recursively). JPEG, PNG, BMP and "
+            "TIFF (tiled, pyramidal, BigTIFF, OME-TIFF) are read.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Report path (.xlsx). Masks go to OUT.zarr, the log to OUT.log, beside it.",
+            show_default=False,
+        ),
+    ],
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML file with defaults for every option (see README)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Segmentation model name (see `smearscan models`). Default: classical."),
+    ] = None,
+    pixel_size: Annotated[
+        float | None,
+        typer.Option(
+            "--pixel-size",
+            help="Pixel size of the inputs in µm/px. Default: the file's "
+            "metadata, else estimated from the median RBC diameter (7.5 µm).",
+        ),
+    ] = None,
+    glob: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--glob",
+            help="Only process files matching this pattern (repeatable), e.g. "
+            "'*.tif' or 'run1/**/*.jpg'.",
+        ),
+    ] = None,
+    tile_size: Annotated[
+        int | None, typer.Option(help="Tile side in model pixels. Default: the model's own (1024 for classical).")
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option(help="Blending ramp between tiles in model pixels. Default: 32.")
+    ] = None,
+    halo: Annotated[
+        int | None,
+        typer.Option(
+            help="Context margin per tile side in model pixels. Default: the model's "
+            "receptive field."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Tiles per forward pass. Default: 8.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (CUDA when available), cpu or cuda. Default: auto.")
+    ] = None,
+    amp: Annotated[
+        bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA. Default: on.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Slides processed at once by the local Dask scheduler. Default: 1."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Address of a dask.distributed scheduler (tcp://host:8786) to run the slides "
+            "on instead of this machine."
+        ),
+    ] = None,
+    probabilities: Annotated[
+        bool | None,
+        typer.Option(
+            "--probabilities/--no-probabilities",
+            help="Store the blended probability map in the Zarr output. Default: on.",
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Only warnings and errors on the console, no progress bars."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Debug messages on the console and in the log file."),
+    ] = False,
+) -> None:
+    """Segment smear images and write OUT.xlsx, OUT.zarr and OUT.log.
+
+    Exit codes: 0 all slides ok, 1 some slides failed, 2 usage or configuration
+    error, 4 no slide found.
+    """
+    from smearscan.config import load_config
+    from smearscan.console import BatchProgress, is_interactive, setup_logging
+    from smearscan.results import OutputPaths
+
+    if out.suffix.lower() != ".xlsx":
+        _fail(f"--out must end in .xlsx, got {out}")
+    rich = is_interactive() and not quiet
+    console = setup_logging(
+        OutputPaths.for_report(out).log, quiet=quiet, verbose=verbose, rich=rich
+    )
+    try:
+        config = load_config(config_file).with_overrides(
+            model=model,
+            **_overrides(
+                scale__pixel_size_um=pixel_size,
+                batch__patterns=glob,
+                tiling__tile_size_px=tile_size,
+                tiling__overlap_px=overlap,
+                tiling__halo_px=halo,
+                inference__batch_size=batch_size,
+                inference__device=device,
+                inference__amp=amp,
+                batch__workers=workers,
+                batch__scheduler=scheduler,
+                output__write_probabilities=probabilities,
+            ),
+        )
+        code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
+    except (ConfigError, InputError) as exc:
+        _fail(str(exc))
+    except SmearscanError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> int:
+    from smearscan.pipeline import process_batch
+
+    with progress:
+        batch = process_batch(
+            inputs,
+            out,
+            config,
+            on_result=progress.slide_done,
+            progress=progress.tiles,
+            on_start=lambda tasks: progress.start(len(tasks)),
+        )
+    if not batch.results:
+        log.warning(
+            "no slide found under %s; wrote an empty report %s",
+            ", ".join(map(str, inputs)),
+            batch.outputs.report,
+        )
+        return EXIT_NOTHING_TO_DO
+    failed = batch.failed
+    log.info(
+        "done: %d ok, %d failed; report %s, masks %s",
+        len(batch.results) - len(failed),
+        len(failed),
+        batch.outputs.report,
+        batch.outputs.zarr,
+    )
+    return EXIT_SLIDES_FAILED if failed else EXIT_OK
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+@app.command()
+def models() -> None:
+    """List the segmentation models that --model accepts."""
+    from smearscan.registry import available_models
+
+    for name, description in available_models().items():
+        typer.echo(f"{name:12s} {description}")
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the synthetic fields into.")],
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of fields.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the first field (then seed+1...).")] = 0,
+    width: Annotated[int, typer.Option(min=64, help="Field width in pixels.")] = 2592,
+    height: Annotated[int, typer.Option(min=64, help="Field height in pixels.")] = 1944,
+) -> None:
+    """Write synthetic smear fields with exact ground truth (PNG + _truth.npz/.json)."""
+    from smearscan.synth import write_sample_set
+
+    paths = write_sample_set(out_dir, n=count, seed=seed, width=width, height=height)
+    for path in paths:
+        typer.echo(str(path))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,105 @@
+"""Run one function per slide concurrently with Dask, locally or on a cluster.
+
+Locally the slides are ``dask.delayed`` tasks computed by Dask's threaded
+scheduler (``workers`` at a time); with a scheduler address they are
+submitted to a ``dask.distributed`` cluster and gathered as they complete.
+Either way ``on_result`` is called once per slide, as soon as it finishes,
+in the calling process. The function must not raise: it returns a result
+describing a failure instead (see :func:`smearscan.pipeline.run_slide_safely`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import dask
+from dask.callbacks import Callback
+
+from smearscan.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _ResultCallback(Callback):  # type: ignore[misc]
+    """Dask local-scheduler hook forwarding each finished slide to ``on_result``."""
+
+    def __init__(self, keys: set[Any], on_result: Callable[[Any], None]) -> None:
+        super().__init__()
+        self._keys = keys
+        self._on_result = on_result
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if key in self._keys:
+            self._on_result(result)
+
+
+def _run_local(
+    fn: Callable[[T], R], tasks: Sequence[T], workers: int, on_result: Callable[[R], None]
+) -> list[R]:
+    delayed = [
+        dask.delayed(fn, pure=False)(task, dask_key_name=f"slide-{i}")
+        for i, task in enumerate(tasks)
+    ]
+    keys = {d.key for d in delayed}
+    with _ResultCallback(keys, on_result):
+        results = dask.compute(*delayed, scheduler="threads", num_workers=workers)
+    return list(results)
+
+
+def _run_distributed(
+    fn: Callable[[T], R], tasks: Sequence[T], address: str, on_result: Callable[[R], None]
+) -> list[R]:
+    from distributed import Client, as_completed
+
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"cannot reach the dask scheduler at {address}: {exc}") from exc
+    with client:
+        log.info(
+            "sending %d slides to the dask cluster at %s (%d workers)",
+            len(tasks),
+            address,
+            len(client.scheduler_info().get("workers", {})),
+        )
+        futures = client.map(fn, list(tasks), pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        for future in as_completed(futures):
+            result = future.result()
+            results[index[future.key]] = result
+            on_result(result)
+    return results
+
+
+def run_tasks(
+    fn: Callable[[T], R],
+    tasks: Sequence[T],
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    on_result: Callable[[R], None] | None = None,
+) -> list[R]:
+    """Apply ``fn`` to every task concurrently; results come back in task order.
+
+    Args:
+        fn: Picklable function (for clusters) that returns, never raises.
+        tasks: One picklable task per slide.
+        workers: Concurrent slides on the local scheduler.
+        scheduler: ``tcp://host:port`` of a dask.distributed scheduler, or None.
+        on_result: Called in this process with each result as it arrives.
+
+    Raises:
+        ConfigError: The scheduler cannot be reached.
+    """
+    callback: Callable[[R], None] = on_result or (lambda _r: None)
+    if not tasks:
+        return []
+    if scheduler:
+        return _run_distributed(fn, tasks, scheduler, callback)
+    return _run_local(fn, tasks, workers, callback)

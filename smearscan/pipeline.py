@@ -1,0 +1,416 @@
+"""Library API: process one slide (:func:`process_slide`) or a batch (:func:`process_batch`).
+
+One slide goes: open lazily -> pixel size (given, file metadata, or the
+median RBC diameter) -> the model's scale -> per-slide calibration -> tiled
+batched inference -> blended probabilities -> ``labels/classes`` and
+probabilities in the slide's OME-Zarr group. Small slides are blended in
+memory; larger ones stream block by block into Zarr so memory stays bounded.
+Every failure is raised as :class:`~smearscan.errors.ProcessingError` naming
+the stage, so a batch can record it and go on with the other slides.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from smearscan import __version__
+from smearscan.config import ProcessConfig, ScaleConfig
+from smearscan.errors import ProcessingError, SmearscanError
+from smearscan.executor import run_tasks
+from smearscan.inference import TilePredictor, choose_device
+from smearscan.models.base import ModelSpec, calibrate_if_supported
+from smearscan.registry import load_model
+from smearscan.report import write_report
+from smearscan.resample import Reader, resample_window, scale_factor, scaled_shape
+from smearscan.results import BatchResult, OutputPaths, SlideResult
+from smearscan.scale import estimate_pixel_size
+from smearscan.segmentation import ScaledSlide, band_rows_for, plan_grid, run_tiles
+from smearscan.slide_io import Slide, list_inputs, open_slide, read_region
+from smearscan.stitching import (
+    InMemoryMerger,
+    Merger,
+    ZarrMerger,
+    argmax_classes,
+    quantize_probabilities,
+)
+from smearscan.tiling import Tile, TileGrid, Window
+from smearscan.zarr_store import (
+    SlideStore,
+    create_slide_store,
+    discard_slide_store,
+    slide_key,
+    unique_keys,
+)
+
+log = logging.getLogger(__name__)
+
+#: Progress callback: (slide name, tiles done so far, tiles in the slide).
+TileProgress = Callable[[str, int, int], None]
+
+#: Side (model pixels) of the central window each slide's calibration sees.
+CALIBRATION_PX = 2048
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Re-raise any failure inside the block as a :class:`ProcessingError` of stage ``name``."""
+    try:
+        yield
+    except ProcessingError:
+        raise
+    except SmearscanError as exc:
+        raise ProcessingError(name, str(exc)) from exc
+    except MemoryError as exc:
+        raise ProcessingError(name, "out of memory") from exc
+    except Exception as exc:  # failure isolation: any bug or library error fails one slide
+        log.debug("stage %s failed", name, exc_info=True)
+        raise ProcessingError(name, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _central_window(height: int, width: int, side: int) -> Window:
+    h, w = min(height, side), min(width, side)
+    y0, x0 = (height - h) // 2, (width - w) // 2
+    return Window(y0, y0 + h, x0, x0 + w)
+
+
+def slide_reader(slide: Slide) -> Reader:
+    """A reader of the slide's pixels that decodes only the stored tiles under a window."""
+    return lambda w: read_region(slide, w.y0, w.y1, w.x0, w.x1, pad_mode="symmetric")
+
+
+def resolve_pixel_size(slide: Slide, scale: ScaleConfig) -> tuple[float, str]:
+    """Pixel size of a slide in µm/px and how it was obtained.
+
+    Order: the configured value (``--pixel-size``), the file's metadata, an
+    estimate from the median RBC diameter in a central window.
+
+    Raises:
+        ScaleEstimationError: No value given or stored and too few RBCs found.
+    """
+    if scale.pixel_size_um is not None:
+        return scale.pixel_size_um, "given (--pixel-size)"
+    if scale.use_metadata and slide.pixel_size_um is not None:
+        return slide.pixel_size_um, "file metadata"
+    sample = slide_reader(slide)(_central_window(slide.height, slide.width, scale.sample_px))
+    estimate = estimate_pixel_size(sample, rbc_diameter_um=scale.rbc_diameter_um)
+    return estimate.pixel_size_um, estimate.method
+
+
+def _store_attrs(result: SlideResult, spec: ModelSpec, s: float) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "source": result.slide,
+        "source_shape": [result.height, result.width],
+        "source_pixel_size_um": result.pixel_size_um,
+        "pixel_size_method": result.pixel_size_method,
+        "model": spec.name,
+        "model_pixel_size_um": spec.input_pixel_size_um,
+        "model_pixels_per_source_pixel": s,
+    }
+
+
+def _image_writer(store: SlideStore, grid: TileGrid) -> Callable[[list[Tile], np.ndarray], None]:
+    """Hook writing each tile's owned block of the resampled RGB into the store."""
+
+    def write(tiles: list[Tile], pixels: np.ndarray) -> None:
+        if store.image is None:
+            return
+        for tile, rgb in zip(tiles, pixels, strict=True):
+            core = grid.core_window(tile)
+            if core is None:
+                continue
+            block = rgb[
+                core.y0 - tile.y0 : core.y1 - tile.y0, core.x0 - tile.x0 : core.x1 - tile.x0
+            ]
+            store.image[:, core.y0 : core.y1, core.x0 : core.x1] = block.transpose(2, 0, 1)
+
+    return write
+
+
+def _segment(
+    slide: Slide,
+    result: SlideResult,
+    pixel_size_um: float,
+    config: ProcessConfig,
+    zarr_path: Path,
+    key: str,
+    progress: TileProgress | None,
+) -> None:
+    with stage("model"):
+        model = load_model(config.model)
+        spec: ModelSpec = model.spec  # type: ignore[assignment]
+        predictor = TilePredictor(
+            model,
+            choose_device(config.inference.device),
+            batch_size=config.inference.batch_size,
+            amp=config.inference.amp,
+        )
+    s = scale_factor(pixel_size_um, spec.input_pixel_size_um)
+    height, width = scaled_shape(slide.height, slide.width, s)
+    result.model, result.model_pixel_size_um = spec.name, spec.input_pixel_size_um
+    result.mask_height, result.mask_width = height, width
+    with stage("calibrate"):
+        read = slide_reader(slide)
+        sample = resample_window(read, _central_window(height, width, CALIBRATION_PX), s)
+        calibrate_if_supported(model, sample)
+    grid = plan_grid(height, width, spec, config.tiling)
+    in_memory = (
+        spec.n_classes + 1
+    ) * height * width * 4 <= config.tiling.in_memory_limit_mb * 2**20
+    with stage("write"):
+        store = create_slide_store(
+            zarr_path,
+            key,
+            height=height,
+            width=width,
+            pixel_size_um=spec.input_pixel_size_um,
+            classes=spec.classes,
+            write_image=config.output.write_image,
+            write_probabilities=config.output.write_probabilities,
+            attrs=_store_attrs(result, spec, s),
+        )
+    merger: Merger = (
+        InMemoryMerger(grid, spec.n_classes)
+        if in_memory
+        else ZarrMerger(grid, spec.n_classes, store.classes, store.probabilities)
+    )
+    total, done = len(grid), 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(result.slide, done, total)
+
+    with stage("segment"):
+        result.tiles = run_tiles(
+            ScaledSlide(read, s, height, width),
+            grid,
+            predictor,
+            merger,
+            prefetch_batches=config.inference.prefetch_batches,
+            band_rows=0 if in_memory else band_rows_for(grid),
+            on_batch=_image_writer(store, grid),
+            progress=tick,
+        )
+    with stage("write"):
+        if isinstance(merger, InMemoryMerger):
+            probs = merger.finalize()
+            store.classes[:] = argmax_classes(probs)
+            if store.probabilities is not None:
+                store.probabilities[:] = quantize_probabilities(probs)
+        else:
+            merger.finalize()
+    pixels = max(1, int(merger.class_pixels.sum()))
+    result.class_fractions = {
+        c: round(float(n) / pixels, 6)
+        for c, n in zip(spec.classes, merger.class_pixels, strict=True)
+    }
+    result.stitching = "memory" if in_memory else "zarr-stream"
+    result.mask_path = str(store.path)
+
+
+def _process_into(result: SlideResult, config: ProcessConfig, zarr_path: Path, key: str,
+                  progress: TileProgress | None) -> None:
+    """Run every stage for ``result.path``, filling ``result`` as the stages go."""
+    start = time.perf_counter()
+    with stage("read"):
+        slide = open_slide(Path(result.path))
+    try:
+        result.width, result.height, result.notes = slide.width, slide.height, list(slide.notes)
+        with stage("scale"):
+            pixel_size, result.pixel_size_method = resolve_pixel_size(slide, config.scale)
+            result.pixel_size_um = pixel_size
+        _segment(slide, result, pixel_size, config, Path(zarr_path), key, progress)
+    finally:
+        slide.close()
+        result.seconds = round(time.perf_counter() - start, 3)
+
+
+def process_slide(
+    path: Path,
+    config: ProcessConfig,
+    zarr_path: Path,
+    *,
+    relative: str | None = None,
+    key: str | None = None,
+    progress: TileProgress | None = None,
+) -> SlideResult:
+    """Segment one slide and write its masks into ``zarr_path``.
+
+    Args:
+        path: Image file.
+        config: Run configuration.
+        zarr_path: The run's ``OUT.zarr`` directory.
+        relative: Name of the slide in the report (default: the file name).
+        key: Zarr group name (default: derived from ``relative``).
+        progress: Optional per-tile progress callback.
+
+    Returns:
+        The slide's result, status ``ok``.
+
+    Raises:
+        ProcessingError: Any stage failed; ``stage`` says which.
+    """
+    relative = relative or Path(path).name
+    result = SlideResult(slide=relative, path=str(Path(path).resolve()))
+    _process_into(result, config, zarr_path, key or slide_key(relative), progress)
+    log.info("%s: %dx%d px at %.4g µm/px (%s), %d tiles, %.2f s", relative, result.width,
+             result.height, result.pixel_size_um, result.pixel_size_method, result.tiles,
+             result.seconds)
+    return result
+
+
+@dataclass(frozen=True)
+class SlideTask:
+    """One slide of a batch: file, name in the report, Zarr group name."""
+
+    path: Path
+    relative: str
+    key: str
+
+
+def run_slide_safely(task: SlideTask, config: ProcessConfig, zarr_path: Path,
+                     progress: TileProgress | None = None) -> SlideResult:
+    """:func:`process_slide` that records a failure in the result instead of raising.
+
+    What was learnt before the failure (size, pixel size) stays in the result.
+    """
+    result = SlideResult(slide=task.relative, path=str(Path(task.path).resolve()))
+    try:
+        _process_into(result, config, zarr_path, task.key, progress)
+    except ProcessingError as exc:
+        log.error("%s failed at %s: %s", task.relative, exc.stage, exc.message)
+        result.status, result.error_stage, result.error = "failed", exc.stage, exc.message
+        result.mask_path = ""
+        discard_slide_store(zarr_path, task.key)
+    return result
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import dask
+    import ome_zarr
+    import torch
+    import zarr
+
+    return {
+        "smearscan": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "zarr": zarr.__version__,
+        "dask": dask.__version__,
+        "ome-zarr": getattr(ome_zarr, "__version__", "?"),
+        "opencv": cv2.__version__,
+    }
+
+
+def run_info(
+    config: ProcessConfig,
+    inputs: Sequence[Path],
+    outputs: OutputPaths,
+    started: datetime,
+    finished: datetime,
+    results: Sequence[SlideResult],
+) -> dict[str, Any]:
+    """Flat key/value record of a run for the report's Run sheet."""
+    info: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "duration_s": round((finished - started).total_seconds(), 2),
+        "host": socket.gethostname(),
+        "inputs": "; ".join(str(p) for p in inputs),
+        "report": str(outputs.report),
+        "masks": str(outputs.zarr),
+        "slides": len(results),
+        "slides_ok": sum(r.status == "ok" for r in results),
+        "slides_failed": sum(r.status == "failed" for r in results),
+        "model": config.model,
+        "model_sha256": "n/a (classical segmenter has no weights)"
+        if config.model == "classical"
+        else "",
+        "device": str(choose_device(config.inference.device)),
+    }
+    info.update({f"version.{k}": v for k, v in _versions().items()})
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flatten(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            info[f"param.{prefix}"] = (
+                value if not isinstance(value, (list, tuple)) else ", ".join(map(str, value))
+            )
+
+    flatten("", config.to_dict())
+    return info
+
+
+def process_batch(
+    inputs: Sequence[Path],
+    report: Path,
+    config: ProcessConfig,
+    *,
+    on_result: Callable[[SlideResult], None] | None = None,
+    progress: TileProgress | None = None,
+    on_start: Callable[[list[SlideTask]], None] | None = None,
+) -> BatchResult:
+    """Process every slide found under ``inputs`` and write the report.
+
+    Slides run concurrently on Dask (``config.batch``); a failing slide is
+    recorded in the Errors sheet and the others go on.
+
+    Args:
+        inputs: Files and/or directories.
+        report: ``OUT.xlsx``; masks go to ``OUT.zarr`` beside it.
+        config: Run configuration.
+        on_result: Called with each slide's result as it finishes.
+        progress: Per-tile progress (local scheduler only).
+        on_start: Called once with the list of slides found, before any runs.
+
+    Raises:
+        InputError: An input path does not exist.
+        ConfigError: Invalid configuration or unreachable scheduler.
+    """
+    started = datetime.now(UTC).astimezone()
+    outputs = OutputPaths.for_report(report)
+    sources = list_inputs([Path(p) for p in inputs], config.batch.patterns)
+    keys = unique_keys([s.relative for s in sources])
+    tasks = [SlideTask(s.path, s.relative, k) for s, k in zip(sources, keys, strict=True)]
+    if on_start is not None:
+        on_start(tasks)
+    outputs.report.parent.mkdir(parents=True, exist_ok=True)
+    zarr.open_group(outputs.zarr, mode="a", zarr_format=3)  # create the root once, up front
+    distributed = bool(config.batch.scheduler)
+    fn = partial(
+        run_slide_safely,
+        config=config,
+        zarr_path=outputs.zarr.resolve(),
+        progress=None if distributed else progress,
+    )
+    results = run_tasks(
+        fn,
+        tasks,
+        workers=config.batch.workers,
+        scheduler=config.batch.scheduler,
+        on_result=on_result,
+    )
+    info = run_info(
+        config, inputs, outputs, started, datetime.now(UTC).astimezone(), results
+    )
+    write_report(outputs.report, results, info)
+    return BatchResult(results=results, outputs=outputs, run_info=info)

@@ -1,0 +1,107 @@
+"""Result records of a run: one :class:`SlideResult` per slide, one :class:`BatchResult` per run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class SlideResult:
+    """What processing one slide produced (one row of the Summary sheet).
+
+    Attributes:
+        slide: Path as found under the input (relative to the input root).
+        path: Absolute path of the file.
+        status: ``ok``, ``failed`` or ``skipped``.
+        width: Source columns (px), when the file could be opened.
+        height: Source rows (px).
+        pixel_size_um: Source pixel size in µm/px.
+        pixel_size_method: How the pixel size was obtained.
+        model: Model name.
+        model_pixel_size_um: Scale of the masks in the Zarr group.
+        mask_width: Columns of the masks (model scale).
+        mask_height: Rows of the masks.
+        class_fractions: Share of mask pixels per semantic class.
+        tiles: Tiles predicted.
+        stitching: ``memory`` or ``zarr-stream``.
+        seconds: Wall time for the slide.
+        mask_path: The slide's Zarr group (absolute).
+        preview_path: Preview image, when one was written.
+        error_stage: Stage that failed (failed slides).
+        error: Reason (failed slides).
+        notes: Conversions and remarks (e.g. 16-bit input scaled to 8-bit).
+        flags: Review flags for the lab.
+    """
+
+    slide: str
+    path: str
+    status: str = "ok"
+    width: int | None = None
+    height: int | None = None
+    pixel_size_um: float | None = None
+    pixel_size_method: str = ""
+    model: str = ""
+    model_pixel_size_um: float | None = None
+    mask_width: int | None = None
+    mask_height: int | None = None
+    class_fractions: dict[str, float] = field(default_factory=dict)
+    tiles: int = 0
+    stitching: str = ""
+    seconds: float = 0.0
+    mask_path: str = ""
+    preview_path: str = ""
+    error_stage: str = ""
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OutputPaths:
+    """Where a run writes, all derived from the report path ``OUT.xlsx``.
+
+    Attributes:
+        report: ``OUT.xlsx``.
+        zarr: ``OUT.zarr`` (one OME-NGFF group per slide).
+        log: ``OUT.log``.
+        previews: ``OUT_previews/``.
+    """
+
+    report: Path
+    zarr: Path
+    log: Path
+    previews: Path
+
+    @classmethod
+    def for_report(cls, report: Path) -> OutputPaths:
+        """Derive every output path from the report path."""
+        report = Path(report)
+        stem = report.with_suffix("")
+        return cls(
+            report=report,
+            zarr=stem.with_suffix(".zarr"),
+            log=stem.with_suffix(".log"),
+            previews=stem.parent / f"{stem.name}_previews",
+        )
+
+
+@dataclass
+class BatchResult:
+    """Outcome of :func:`smearscan.pipeline.process_batch`.
+
+    Attributes:
+        results: One result per slide, in input order.
+        outputs: Where everything was written.
+        run_info: What the Run sheet records.
+    """
+
+    results: list[SlideResult]
+    outputs: OutputPaths
+    run_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[SlideResult]:
+        """Slides that failed."""
+        return [r for r in self.results if r.status == "failed"]

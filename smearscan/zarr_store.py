@@ -1,0 +1,188 @@
+"""The ``OUT.zarr`` layout: one OME-NGFF 0.5 image group per slide (zarr v3).
+
+::
+
+    OUT.zarr/
+      <slide key>/                 image group (multiscales): the slide at the model scale
+        0                          uint8 (c=3, y, x) RGB
+        labels/classes/0           uint8 (y, x) semantic map, see SEMANTIC_CLASSES
+        probabilities/0            uint8 (c=C, y, x) blended probabilities, round(p * 255)
+
+All arrays are at the model's scale; their ``coordinateTransformations``
+give it in micrometres, so napari overlays them on each other and on any
+other image of the slide. ``attrs["smearscan"]`` of the slide group records
+the source file, its size and pixel size (and how that was obtained), the
+model and the factor between source and model pixels. The NGFF metadata is
+written with the ``ome-zarr`` package.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zarr
+from ome_zarr.format import FormatV05
+from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
+
+from smearscan.models.base import SEMANTIC_CLASSES
+
+#: Display colours (RGBA) of the semantic classes in ``labels/classes``.
+CLASS_COLORS: dict[str, tuple[int, int, int, int]] = {
+    "background": (0, 0, 0, 0),
+    "rbc": (230, 90, 90, 255),
+    "wbc_cytoplasm": (90, 160, 255, 255),
+    "wbc_nucleus": (120, 30, 170, 255),
+    "platelet": (255, 190, 0, 255),
+}
+
+_SPACE_AXES = [
+    {"name": "y", "type": "space", "unit": "micrometer"},
+    {"name": "x", "type": "space", "unit": "micrometer"},
+]
+_CHANNEL_AXIS = {"name": "c", "type": "channel"}
+
+
+def slide_key(relative: str) -> str:
+    """Group name for a slide: its relative path with unsafe characters replaced.
+
+    ``"run 1/field#3.jpg"`` becomes ``"run_1__field_3.jpg"``. Keys never
+    contain ``/`` or start with a dot, so a slide can never write outside
+    its own group.
+    """
+    parts = [re.sub(r"[^A-Za-z0-9._-]", "_", p) for p in Path(relative).as_posix().split("/")]
+    key = "__".join(p for p in parts if p not in ("", ".", ".."))
+    return key.lstrip(".") or "slide"
+
+
+def unique_keys(relatives: Iterable[str]) -> list[str]:
+    """:func:`slide_key` for each path, suffixed ``-2``, ``-3``... where two collide."""
+    seen: dict[str, int] = {}
+    keys = []
+    for rel in relatives:
+        key = slide_key(rel)
+        n = seen.get(key, 0) + 1
+        seen[key] = n
+        keys.append(key if n == 1 else f"{key}-{n}")
+    return keys
+
+
+def discard_slide_store(zarr_path: Path, key: str) -> None:
+    """Remove a slide's group (after a failure), so no partial masks remain."""
+    target = Path(zarr_path) / key
+    if target.is_dir():
+        shutil.rmtree(target)
+
+
+@dataclass
+class SlideStore:
+    """Open arrays of one slide's group.
+
+    Attributes:
+        path: Filesystem path of the slide group.
+        group: The zarr group.
+        image: uint8 ``(3, H, W)`` RGB at the model scale, or None.
+        classes: uint8 ``(H, W)`` semantic map.
+        probabilities: uint8 ``(C, H, W)``, or None.
+    """
+
+    path: Path
+    group: zarr.Group
+    image: zarr.Array | None
+    classes: zarr.Array
+    probabilities: zarr.Array | None
+
+
+def _scale(pixel_size_um: float, channels: bool) -> list[dict[str, Any]]:
+    scale = [pixel_size_um, pixel_size_um]
+    return [{"type": "scale", "scale": ([1.0] if channels else []) + scale}]
+
+
+def _multiscale(group: zarr.Group, name: str, pixel_size_um: float, channels: bool) -> None:
+    write_multiscales_metadata(
+        group,
+        datasets=[{"path": "0", "coordinateTransformations": _scale(pixel_size_um, channels)}],
+        fmt=FormatV05(),
+        axes=([_CHANNEL_AXIS] if channels else []) + _SPACE_AXES,
+        name=name,
+    )
+
+
+def create_slide_store(
+    zarr_path: Path,
+    key: str,
+    *,
+    height: int,
+    width: int,
+    pixel_size_um: float,
+    classes: tuple[str, ...] = SEMANTIC_CLASSES,
+    chunk_px: int = 512,
+    write_image: bool = True,
+    write_probabilities: bool = True,
+    attrs: dict[str, Any] | None = None,
+) -> SlideStore:
+    """Create (replacing any previous one) the group of one slide and its arrays.
+
+    Args:
+        zarr_path: The ``OUT.zarr`` directory (created when missing).
+        key: Group name from :func:`slide_key`.
+        height: Rows at the model scale.
+        width: Columns at the model scale.
+        pixel_size_um: Model-scale pixel size, written as the NGFF scale.
+        classes: Names of the semantic classes (label values 0..C-1).
+        chunk_px: Chunk side of every array in pixels.
+        write_image: Create the RGB image array.
+        write_probabilities: Create the probability array.
+        attrs: JSON-serialisable provenance stored as ``attrs["smearscan"]``.
+    """
+    root = zarr.open_group(zarr_path, mode="a", zarr_format=3)
+    target = Path(zarr_path) / key
+    if key in root:
+        shutil.rmtree(target)  # a re-run replaces the slide's previous masks
+    group = root.create_group(key)
+    chunks = (min(chunk_px, height), min(chunk_px, width))
+    image = None
+    if write_image:
+        image = group.create_array(
+            "0", shape=(3, height, width), chunks=(3, *chunks), dtype="uint8", fill_value=0
+        )
+    # the image group needs multiscales metadata even without pixels, for the labels
+    _multiscale(group, key, pixel_size_um, channels=True)
+
+    labels = group.create_group("labels")
+    label_group = labels.create_group("classes")
+    class_array = label_group.create_array(
+        "0", shape=(height, width), chunks=chunks, dtype="uint8", fill_value=0
+    )
+    _multiscale(label_group, "classes", pixel_size_um, channels=False)
+    write_label_metadata(
+        labels,
+        "classes",
+        fmt=FormatV05(),
+        colors=[
+            {"label-value": i, "rgba": list(CLASS_COLORS.get(c, (128, 128, 128, 255)))}
+            for i, c in enumerate(classes)
+        ],
+        properties=[{"label-value": i, "class": c} for i, c in enumerate(classes)],
+    )
+
+    probabilities = None
+    if write_probabilities:
+        prob_group = group.create_group("probabilities")
+        probabilities = prob_group.create_array(
+            "0",
+            shape=(len(classes), height, width),
+            chunks=(len(classes), *chunks),
+            dtype="uint8",
+            fill_value=0,
+        )
+        _multiscale(prob_group, "probabilities", pixel_size_um, channels=True)
+        prob_group.attrs["smearscan"] = {"classes": list(classes), "value_scale": 1 / 255}
+    group.attrs["smearscan"] = dict(attrs or {}, classes=list(classes))
+    return SlideStore(
+        path=target, group=group, image=image, classes=class_array, probabilities=probabilities
+    )

@@ -1,0 +1,136 @@
+"""End to end through the library API: outputs, failure isolation, streaming, tiling."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openpyxl
+import pandas as pd
+import pytest
+import zarr
+
+from smearscan.config import ProcessConfig, ScaleConfig, TilingConfig
+from smearscan.pipeline import process_batch, process_slide
+from smearscan.synth import generate_field, write_field
+
+PIXEL_SIZE_UM = 0.1
+
+
+@pytest.fixture(scope="module")
+def field():
+    return generate_field(3, width=900, height=700, pixel_size_um=PIXEL_SIZE_UM)
+
+
+@pytest.fixture(scope="module")
+def slide_dir(tmp_path_factory, field) -> Path:
+    """Two synthetic fields plus every kind of bad file, in nested folders."""
+    root = tmp_path_factory.mktemp("slides")
+    write_field(field, root / "a" / "field one.png")
+    write_field(generate_field(4, width=700, height=500, pixel_size_um=PIXEL_SIZE_UM),
+                root / "b" / "field_two.png")
+    (root / "bad").mkdir()
+    (root / "bad" / "zero.jpg").write_bytes(b"")
+    ok, jpeg = cv2.imencode(".jpg", field.image)
+    (root / "bad" / "truncated.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
+    (root / "bad" / "notes.bin").write_bytes(b"\x00\x01 this is not an image at all")
+    (root / "bad" / "fake.png").write_bytes(b"plain text pretending to be a PNG")
+    return root
+
+
+def _config(**tiling) -> ProcessConfig:
+    return ProcessConfig(scale=ScaleConfig(pixel_size_um=PIXEL_SIZE_UM),
+                         tiling=TilingConfig(**tiling))
+
+
+def test_batch_outputs_and_failure_isolation(slide_dir: Path, tmp_path: Path):
+    batch = process_batch([slide_dir], tmp_path / "out" / "report.xlsx", _config())
+    by_name = {r.slide: r for r in batch.results}
+    assert sorted(by_name) == ["a/field one.png", "b/field_two.png", "bad/fake.png",
+                               "bad/notes.bin", "bad/truncated.jpg", "bad/zero.jpg"]
+    assert by_name["a/field one.png"].status == "ok"
+    assert by_name["b/field_two.png"].status == "ok"
+    assert len(batch.failed) == 4
+
+    report = tmp_path / "out" / "report.xlsx"
+    assert openpyxl.load_workbook(report).sheetnames == ["Summary", "Run", "Errors"]
+    summary = pd.read_excel(report, sheet_name="Summary")
+    errors = pd.read_excel(report, sheet_name="Errors")
+    assert list(summary["slide"]) == sorted(by_name)
+    assert {"slide", "width", "height", "pixel_size_um", "wbc_count", "blast_percent",
+            "rbc_count", "platelet_count", "flags", "status", "mask_path"} <= set(summary)
+    assert sorted(errors["slide"]) == ["bad/fake.png", "bad/notes.bin", "bad/truncated.jpg",
+                                       "bad/zero.jpg"]
+    reasons = dict(zip(errors["slide"], errors["message"], strict=True))
+    assert "empty" in reasons["bad/zero.jpg"]
+    assert "truncated" in reasons["bad/truncated.jpg"]
+    assert "not an image" in reasons["bad/notes.bin"]
+    for slide, message in reasons.items():
+        assert Path(slide).name in message  # the message names the file
+    run = pd.read_excel(report, sheet_name="Run").set_index("key")["value"]
+    assert run["model"] == "classical" and run["param.tiling.overlap_px"] == 32
+
+    ok = summary[summary["status"] == "ok"].set_index("slide")
+    assert ok.loc["a/field one.png", "width"] == 900
+    assert ok.loc["a/field one.png", "pixel_size_um"] == pytest.approx(PIXEL_SIZE_UM)
+    group = zarr.open_group(report.parent / ok.loc["a/field one.png", "mask_path"], mode="r")
+    assert group.attrs["ome"]["version"] == "0.5"
+    assert group["labels"].attrs["ome"]["labels"] == ["classes"]
+    classes = group["labels/classes/0"]
+    assert classes.dtype == np.uint8 and classes.shape == (280, 360)  # 0.1 -> 0.25 µm/px
+    assert group["probabilities/0"].shape == (5, 280, 360)
+    assert group["0"].shape == (3, 280, 360)
+    assert set(np.unique(classes[:])) <= {0, 1, 2, 3, 4}
+    # failed slides leave no Zarr group behind
+    assert sorted(k for k in zarr.open_group(report.with_suffix(".zarr"), mode="r")) == [
+        "a__field_one.png", "b__field_two.png"]
+
+
+def test_segmentation_matches_synthetic_truth(slide_dir: Path, tmp_path: Path, field):
+    result = process_slide(slide_dir / "a" / "field one.png", _config(), tmp_path / "m.zarr")
+    classes = zarr.open_group(result.mask_path, mode="r")["labels/classes/0"][:]
+    truth = cv2.resize(field.classes, classes.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    for value, floor in ((3, 0.8), (1, 0.8)):  # nucleus, RBC
+        pred, true = classes == value, truth == value
+        dice = 2 * np.logical_and(pred, true).sum() / (pred.sum() + true.sum())
+        assert dice > floor, f"class {value}: Dice {dice:.3f}"
+
+
+def test_streaming_equals_in_memory(slide_dir: Path, tmp_path: Path):
+    path = slide_dir / "a" / "field one.png"
+    memory = process_slide(path, _config(tile_size_px=320), tmp_path / "mem.zarr")
+    stream = process_slide(path, _config(tile_size_px=320, in_memory_limit_mb=1),
+                           tmp_path / "stream.zarr")
+    assert (memory.stitching, stream.stitching) == ("memory", "zarr-stream")
+    a = zarr.open_group(memory.mask_path, mode="r")
+    b = zarr.open_group(stream.mask_path, mode="r")
+    np.testing.assert_array_equal(a["labels/classes/0"][:], b["labels/classes/0"][:])
+    diff = np.abs(a["probabilities/0"][:].astype(int) - b["probabilities/0"][:].astype(int))
+    assert diff.max() <= 1
+    np.testing.assert_array_equal(a["0"][:], b["0"][:])
+
+
+@pytest.mark.parametrize("tile", [288, 320])
+def test_classes_do_not_depend_on_the_tile_grid(slide_dir: Path, tmp_path: Path, tile: int):
+    path = slide_dir / "a" / "field one.png"
+    reference = process_slide(path, _config(tile_size_px=2048), tmp_path / "ref.zarr")
+    tiled = process_slide(path, _config(tile_size_px=tile, overlap_px=16), tmp_path / "t.zarr")
+    assert tiled.tiles > reference.tiles
+    a = zarr.open_group(reference.mask_path, mode="r")["labels/classes/0"][:]
+    b = zarr.open_group(tiled.mask_path, mode="r")["labels/classes/0"][:]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pixel_size_from_metadata_then_rbcs(slide_dir: Path, tmp_path: Path):
+    path = slide_dir / "a" / "field one.png"
+    config = dataclasses.replace(_config(), scale=ScaleConfig())
+    result = process_slide(path, config, tmp_path / "m.zarr")
+    assert result.pixel_size_method == "file metadata"
+    assert result.pixel_size_um == pytest.approx(PIXEL_SIZE_UM, rel=0.01)
+
+    config = dataclasses.replace(_config(), scale=ScaleConfig(use_metadata=False))
+    result = process_slide(path, config, tmp_path / "m.zarr")
+    assert "RBC" in result.pixel_size_method
+    assert result.pixel_size_um == pytest.approx(PIXEL_SIZE_UM, rel=0.1)
