@@ -102,7 +102,10 @@ def process(
         ),
     ] = None,
     tile_size: Annotated[
-        int | None, typer.Option(help="Tile side in model pixels. Default: the model's own (1024 for classical).")
+        int | None,
+        typer.Option(
+            help="Tile side in model pixels. Default: the model's own (1024 for classical)."
+        ),
     ] = None,
     overlap: Annotated[
         int | None, typer.Option(help="Blending ramp between tiles in model pixels. Default: 32.")

@@ -166,7 +166,7 @@ class ProcessConfig:
         """Plain nested dict of every parameter (for the report's Run sheet)."""
         return dataclasses.asdict(self)
 
-    def with_overrides(self, **sections: dict[str, Any]) -> ProcessConfig:
+    def with_overrides(self, **sections: Any) -> ProcessConfig:
         """A copy with some fields replaced; ``None`` values leave a field as it is.
 
         Args:

@@ -28,7 +28,7 @@ from smearscan.tiling import Tile, TileGrid
 
 log = logging.getLogger(__name__)
 
-#: Called after each batch with (tiles, their RGB uint8 (N, T, T, 3) inputs).
+#: Called after each batch with (tiles, their RGB uint8 (N, Th, Tw, 3) inputs).
 TileHook = Callable[[Sequence[Tile], np.ndarray], None]
 
 
@@ -49,7 +49,7 @@ class ScaledSlide:
     width: int
 
     def read(self, tile: Tile) -> np.ndarray:
-        """The tile's pixels at the model scale, uint8 ``(T, T, 3)``."""
+        """The tile's pixels at the model scale, uint8 ``(Th, Tw, 3)``."""
         return resample_window(self.read_source, tile.window, self.s)
 
 
@@ -74,7 +74,7 @@ def plan_grid(height: int, width: int, spec: ModelSpec, tiling: TilingConfig) ->
 
 def band_rows_for(grid: TileGrid, target_px: int = 2048) -> int:
     """Tile rows per band so a band is about ``target_px`` tall (streaming order)."""
-    return max(1, target_px // grid.stride)
+    return max(1, target_px // grid.rows.stride)
 
 
 def _batches(tiles: Iterator[Tile], size: int) -> Iterator[list[Tile]]:

@@ -59,14 +59,14 @@ class Merger(ABC):
         """Add a batch of tile outputs.
 
         Args:
-            values: float32 ``(N, C, T, T)`` probabilities for ``N`` tiles.
+            values: float32 ``(N, C, Th, Tw)`` probabilities for ``N`` tiles.
             locations: The ``N`` tiles, in the same order.
         """
         if len(values) != len(locations):
             raise ValueError(f"{len(values)} outputs for {len(locations)} tiles")
-        t = self.grid.tile_size
-        if values.ndim != 4 or values.shape[1:] != (self.n_channels, t, t):
-            raise ValueError(f"expected (N, {self.n_channels}, {t}, {t}), got {values.shape}")
+        expected = (self.n_channels, *self.grid.tile_shape)
+        if values.ndim != 4 or values.shape[1:] != expected:
+            raise ValueError(f"expected (N, {', '.join(map(str, expected))}), got {values.shape}")
         for value, tile in zip(values, locations, strict=True):
             window = self.grid.weighted_window(tile)
             ys = slice(window.y0 - tile.y0, window.y1 - tile.y0)

@@ -4,7 +4,7 @@ Pure geometry: no I/O, no torch. All coordinates are pixels of the image the
 model sees (the slide resampled to the model's input scale); ``y`` is the row,
 ``x`` the column, windows are half-open ``[start, stop)``.
 
-A tile of side ``T`` starts at ``origin`` (which may be negative or run past
+Along each axis, a tile of length ``T`` starts at ``origin`` (which may be negative or run past
 the image: the reader pads). Along one axis its pixels are:
 
 ``[0, halo)``                 context only, weight 0 (receptive-field margin)
@@ -79,40 +79,102 @@ class Tile:
         col: Tile column index in the grid.
         y0: Row of the tile's top-left pixel in image coordinates (may be < 0).
         x0: Column of the tile's top-left pixel (may be < 0).
-        size: Side ``T`` of the square tile in pixels.
+        height: Rows of the tile in pixels.
+        width: Columns of the tile in pixels.
     """
 
     row: int
     col: int
     y0: int
     x0: int
-    size: int
+    height: int
+    width: int
 
     @property
     def window(self) -> Window:
         """The full read window of the tile (context included), image coordinates."""
-        return Window(self.y0, self.y0 + self.size, self.x0, self.x0 + self.size)
+        return Window(self.y0, self.y0 + self.height, self.x0, self.x0 + self.width)
+
+
+@dataclass(frozen=True)
+class AxisTiling:
+    """Tiling along one axis: tile length, halo, overlap and the resulting origins.
+
+    Attributes:
+        length: Image pixels along the axis.
+        tile: Tile length along the axis.
+        halo: Context margin per side (weight 0).
+        overlap: Blending ramp shared by neighbouring tiles.
+    """
+
+    length: int
+    tile: int
+    halo: int
+    overlap: int
+
+    @property
+    def stride(self) -> int:
+        """Distance between neighbouring tile origins."""
+        return self.tile - 2 * self.halo - self.overlap
+
+    @cached_property
+    def origins(self) -> tuple[int, ...]:
+        """Tile origins: the first at ``-(halo + overlap)``, until full weight reaches the end."""
+        origins = [-(self.halo + self.overlap)]
+        while origins[-1] + self.tile - self.halo - self.overlap < self.length:
+            origins.append(origins[-1] + self.stride)
+        return tuple(origins)
+
+    def weighted_span(self, origin: int) -> tuple[int, int]:
+        """Image pixels ``[lo, hi)`` given non-zero weight by the tile at ``origin``."""
+        return (max(0, origin + self.halo), min(self.length, origin + self.tile - self.halo))
+
+    def core_span(self, origin: int) -> tuple[int, int]:
+        """The ``stride``-long block the tile owns (blocks partition the axis); may be empty."""
+        lo = origin + self.halo + self.overlap
+        return (max(0, lo), min(self.length, lo + self.stride))
+
+    @cached_property
+    def weight(self) -> np.ndarray:
+        """Blending weight along the tile, float64 ``(tile,)``, in [0, 1]."""
+        t, h, o = self.tile, self.halo, self.overlap
+        w = np.zeros(t, dtype=np.float64)
+        w[h : t - h] = 1.0
+        if o > 0:
+            ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(o) + 0.5) / o)
+            w[h : h + o] = ramp
+            w[t - h - o : t - h] = ramp[::-1]
+        return w
+
+
+#: An axis whose whole length fits in a tile at most this many times the
+#: configured side is covered by one tile of exactly the size it needs.
+SINGLE_TILE_GROWTH = 1.5
+
+
+def _axis(
+    length: int, tile: int, halo: int, overlap: int, multiple: int, shrink_to_image: bool
+) -> AxisTiling:
+    if shrink_to_image:
+        needed = round_up(length + 2 * (halo + overlap), multiple)
+        if needed <= round_up(int(tile * SINGLE_TILE_GROWTH), multiple):
+            tile = needed
+    return AxisTiling(length=length, tile=tile, halo=halo, overlap=overlap)
 
 
 @dataclass(frozen=True)
 class TileGrid:
-    """A grid of overlapping square tiles covering an ``height x width`` image.
+    """A grid of overlapping tiles covering an image, one :class:`AxisTiling` per axis.
 
     Build it with :meth:`create`, which validates and rounds the parameters.
 
     Attributes:
-        height: Image rows in pixels.
-        width: Image columns in pixels.
-        tile_size: Tile side ``T`` in pixels.
-        halo: Context margin on each side, weight 0, >= receptive-field radius.
-        overlap: Width of the blending ramp shared by neighbouring tiles.
+        rows: Tiling along y (image rows).
+        cols: Tiling along x (image columns).
     """
 
-    height: int
-    width: int
-    tile_size: int
-    halo: int
-    overlap: int
+    rows: AxisTiling
+    cols: AxisTiling
 
     @classmethod
     def create(
@@ -134,9 +196,10 @@ class TileGrid:
             tile_size: Requested tile side in pixels.
             halo: Requested context margin in pixels (>= 0).
             overlap: Requested blending ramp width in pixels (>= 0).
-            size_multiple: Tile side and offsets must be multiples of this.
-            shrink_to_image: Use a smaller tile when one tile of that size
-                covers the whole image (saves work on small images).
+            size_multiple: Tile sides and offsets must be multiples of this.
+            shrink_to_image: Along an axis that fits in one tile of at most
+                ``SINGLE_TILE_GROWTH * tile_size``, use one tile of exactly the
+                needed length (a camera field then costs one tile, not four).
 
         Raises:
             ConfigError: When the tile leaves no room for its halo and overlap.
@@ -157,38 +220,38 @@ class TileGrid:
                 f"overlap of {overlap} px (rounded to multiples of {size_multiple}): use "
                 f"a tile of at least {2 * halo + overlap + size_multiple} px"
             )
-        if shrink_to_image:
-            needed = round_up(max(height, width) + 2 * (halo + overlap), size_multiple)
-            tile = min(tile, needed)
-        return cls(height=height, width=width, tile_size=tile, halo=halo, overlap=overlap)
+        args = (tile, halo, overlap, size_multiple, shrink_to_image)
+        return cls(rows=_axis(height, *args), cols=_axis(width, *args))
 
     @property
-    def stride(self) -> int:
-        """Distance between the origins of neighbouring tiles, in pixels."""
-        return self.tile_size - 2 * self.halo - self.overlap
+    def height(self) -> int:
+        """Image rows."""
+        return self.rows.length
 
-    def _origins(self, length: int) -> list[int]:
-        start = -(self.halo + self.overlap)
-        last_needed = length  # the full-weight region must reach the image end
-        origins = [start]
-        while origins[-1] + self.tile_size - self.halo - self.overlap < last_needed:
-            origins.append(origins[-1] + self.stride)
-        return origins
+    @property
+    def width(self) -> int:
+        """Image columns."""
+        return self.cols.length
 
-    @cached_property
-    def row_origins(self) -> tuple[int, ...]:
-        """``y0`` of each tile row."""
-        return tuple(self._origins(self.height))
+    @property
+    def halo(self) -> int:
+        """Context margin per tile side."""
+        return self.rows.halo
 
-    @cached_property
-    def col_origins(self) -> tuple[int, ...]:
-        """``x0`` of each tile column."""
-        return tuple(self._origins(self.width))
+    @property
+    def overlap(self) -> int:
+        """Blending ramp width."""
+        return self.rows.overlap
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        """Tile ``(rows, columns)``; the same for every tile, so tiles batch together."""
+        return self.rows.tile, self.cols.tile
 
     @property
     def shape(self) -> tuple[int, int]:
         """Number of tile rows and columns."""
-        return len(self.row_origins), len(self.col_origins)
+        return len(self.rows.origins), len(self.cols.origins)
 
     def __len__(self) -> int:
         rows, cols = self.shape
@@ -196,7 +259,7 @@ class TileGrid:
 
     def tile(self, row: int, col: int) -> Tile:
         """The tile at grid position ``(row, col)``."""
-        return Tile(row, col, self.row_origins[row], self.col_origins[col], self.tile_size)
+        return Tile(row, col, self.rows.origins[row], self.cols.origins[col], *self.tile_shape)
 
     def tiles(self, band_rows: int = 0) -> Iterator[Tile]:
         """All tiles, in an order that keeps a streaming merger's memory small.
@@ -224,42 +287,19 @@ class TileGrid:
 
     def weighted_window(self, tile: Tile) -> Window:
         """Image pixels to which ``tile`` gives non-zero weight (clipped to the image)."""
-        lo, hi = self.halo, self.tile_size - self.halo
-        full = Window(tile.y0 + lo, tile.y0 + hi, tile.x0 + lo, tile.x0 + hi)
-        clipped = full.intersect(Window(0, self.height, 0, self.width))
-        if clipped is None:  # cannot happen for tiles of this grid
-            raise ValueError(f"tile {tile} has no weight inside the image")
-        return clipped
+        return Window(*self.rows.weighted_span(tile.y0), *self.cols.weighted_span(tile.x0))
 
     def core_window(self, tile: Tile) -> Window | None:
-        """The ``stride``-sized block the tile owns: these blocks partition the image.
+        """The stride-sized block the tile owns: these blocks partition the image.
 
         Returns None when the block lies outside the image. Use it to write
         per-tile data that needs no blending (e.g. the resampled image).
         """
-        lead = self.halo + self.overlap
-        block = Window(
-            tile.y0 + lead,
-            tile.y0 + lead + self.stride,
-            tile.x0 + lead,
-            tile.x0 + lead + self.stride,
-        )
-        return block.intersect(Window(0, self.height, 0, self.width))
-
-    @cached_property
-    def weight_1d(self) -> np.ndarray:
-        """Blending weight along one axis of a tile, float64 ``(T,)``, in [0, 1]."""
-        t, h, o = self.tile_size, self.halo, self.overlap
-        w = np.zeros(t, dtype=np.float64)
-        w[h : t - h] = 1.0
-        if o > 0:
-            ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(o) + 0.5) / o)
-            w[h : h + o] = ramp
-            w[t - h - o : t - h] = ramp[::-1]
-        return w
+        y0, y1 = self.rows.core_span(tile.y0)
+        x0, x1 = self.cols.core_span(tile.x0)
+        return Window(y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
 
     @cached_property
     def weight_2d(self) -> np.ndarray:
-        """Separable 2-D blending window, float32 ``(T, T)``."""
-        w = self.weight_1d
-        return np.outer(w, w).astype(np.float32)
+        """Separable 2-D blending window, float32 ``tile_shape``."""
+        return np.outer(self.rows.weight, self.cols.weight).astype(np.float32)

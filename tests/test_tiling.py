@@ -39,14 +39,15 @@ def test_weighted_pixels_keep_halo_context():
     grid = TileGrid.create(900, 900, tile_size=200, halo=30, overlap=20)
     for tile in grid.tiles():
         win = grid.weighted_window(tile)
-        assert win.y0 - tile.y0 >= grid.halo and tile.y0 + grid.tile_size - win.y1 >= grid.halo
-        assert win.x0 - tile.x0 >= grid.halo and tile.x0 + grid.tile_size - win.x1 >= grid.halo
+        assert win.y0 - tile.y0 >= grid.halo and tile.y0 + tile.height - win.y1 >= grid.halo
+        assert win.x0 - tile.x0 >= grid.halo and tile.x0 + tile.width - win.x1 >= grid.halo
 
 
 def test_rounding_keeps_tiles_on_the_pooling_grid():
     grid = TileGrid.create(1000, 1000, tile_size=250, halo=13, overlap=5, size_multiple=16)
-    assert grid.tile_size % 16 == 0 and grid.halo % 16 == 0 and grid.overlap % 16 == 0
-    assert all(o % 16 == 0 for o in grid.row_origins + grid.col_origins)
+    assert all(t % 16 == 0 for t in grid.tile_shape)
+    assert grid.halo % 16 == 0 and grid.overlap % 16 == 0
+    assert all(o % 16 == 0 for o in grid.rows.origins + grid.cols.origins)
 
 
 def test_core_windows_partition_the_image():
@@ -73,7 +74,17 @@ def test_banded_order_visits_every_tile_once():
 def test_small_images_get_one_small_tile():
     grid = TileGrid.create(60, 50, tile_size=512, halo=20, overlap=8, size_multiple=8)
     assert len(grid) == 1
-    assert grid.tile_size < 512 and grid.tile_size % 8 == 0
+    assert grid.tile_shape == (128, 120)  # 60 + 2 * (24 + 8) rounded up to 8; likewise 50
+
+
+def test_an_axis_that_nearly_fits_gets_one_rectangular_tile():
+    # a 2592x1944 camera field at 0.25 µm/px with the classical halo
+    grid = TileGrid.create(778, 1037, tile_size=1024, halo=109, overlap=32)
+    assert grid.shape == (1, 1) and grid.tile_shape == (1060, 1319)
+    # a long strip: one tile across, several along
+    grid = TileGrid.create(5000, 300, tile_size=512, halo=16, overlap=16)
+    assert grid.shape[1] == 1 and grid.shape[0] > 1 and grid.tile_shape == (512, 364)
+    np.testing.assert_allclose(_weight_sum(grid), 1.0, atol=1e-6)
 
 
 def test_too_small_tile_is_a_config_error():

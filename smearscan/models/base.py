@@ -9,7 +9,9 @@ Forward contract:
     input: float32 tensor ``(N, 3, H, W)``, RGB scaled to [0, 1] and then
         normalised with ``(x - spec.mean) / spec.std`` per channel, sampled at
         ``spec.input_pixel_size_um`` micrometres per pixel. ``H`` and ``W`` are
-        multiples of ``spec.size_multiple``.
+        multiples of ``spec.size_multiple``. A model whose ``spec.input`` is
+        ``"uint8"`` (a non-neural one working on 8-bit colours) receives the
+        raw RGB uint8 tensor ``(N, 3, H, W)`` instead.
     output: float tensor ``(N, C, H, W)`` with ``C == len(spec.classes)``:
         logits when ``spec.output == "logits"`` (the engine applies a softmax
         over ``C``), probabilities summing to 1 over ``C`` otherwise.
@@ -57,6 +59,7 @@ class ModelSpec:
         std: Per-channel RGB std divided after subtracting the mean.
         tile_px: Preferred tile side (used when the configuration sets none):
             large enough that the halo costs little, small enough for memory.
+        input: ``normalized`` float input (neural models) or raw ``uint8``.
     """
 
     name: str
@@ -69,6 +72,7 @@ class ModelSpec:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     tile_px: int = 512
+    input: Literal["normalized", "uint8"] = "normalized"
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     @property
