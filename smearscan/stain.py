@@ -136,15 +136,42 @@ def _subsample(rgb: np.ndarray) -> np.ndarray:
     return rgb if step <= 1 else np.ascontiguousarray(rgb[::step, ::step])
 
 
+def _nucleus_threshold(
+    score: np.ndarray, fg_score: np.ndarray, bg_score: float
+) -> tuple[float, str]:
+    """Nucleus-score threshold of a slide and how it was found.
+
+    1. Otsu on the whole sample, when its upper class is clearly above the
+       background (nuclei are a large share of the sample, e.g. a WBC crop).
+    2. Otsu on the foreground only, when its upper class is clearly above both
+       the rest of the foreground (RBCs) and the background: a field where
+       nuclei are ~1 % of the pixels and strongly stained RBCs would
+       otherwise take the whole-sample split.
+    3. Otherwise the sample holds no WBC: a threshold above the background and
+       the 99.5th percentile of the foreground, so no RBC is taken for a nucleus.
+    """
+    t_all = float(threshold_otsu(score))
+    if t_all - bg_score >= MIN_NUCLEUS_GAP:
+        return t_all, "otsu"
+    if fg_score.size >= 64 and float(np.ptp(fg_score)) > 0:
+        t_fg = float(threshold_otsu(fg_score))
+        rest = float(np.median(fg_score[fg_score < t_fg]))
+        if t_fg - rest >= MIN_NUCLEUS_GAP and t_fg - bg_score >= MIN_NUCLEUS_GAP:
+            return t_fg, "otsu on foreground"
+    tail = float(np.percentile(fg_score, 99.5)) if fg_score.size else bg_score
+    return (
+        max(bg_score + FALLBACK_NUCLEUS_GAP, tail + FALLBACK_FG_TAIL_MARGIN),
+        "otsu, no-wbc fallback",
+    )
+
+
 def calibrate_stain(sample: np.ndarray) -> StainCalibration:
     """Fix the slide-level thresholds from a sample of the slide.
 
     Background: Otsu on darkness splits the sample; the median darkness/score of the
     lower class is the background level and the foreground thresholds are fixed margins
-    above it. Nuclei: Otsu on the nucleus score of the whole sample. When the upper class
-    is not clearly above the background (a sample without WBC, where Otsu splits RBCs
-    from background), a fallback above both the background and the 99.5th percentile of
-    the foreground score is used instead, so that no RBC is taken for a nucleus.
+    above it. Nuclei: see :func:`_nucleus_threshold` (whole-sample Otsu, else
+    foreground Otsu, else a no-WBC fallback that takes no RBC for a nucleus).
 
     Args:
         sample: RGB uint8 ``(H, W, 3)`` sample of the slide at the segmenter's input scale.
@@ -164,14 +191,7 @@ def calibrate_stain(sample: np.ndarray) -> StainCalibration:
     bg_dark = float(np.median(dark[bg]))
     bg_score = float(np.median(score[bg]))
     fg_thr = bg_dark + FG_MARGIN_OD
-    t_score = float(threshold_otsu(score))
-    if t_score - bg_score >= MIN_NUCLEUS_GAP:
-        nuc_thr, source = t_score, "otsu"
-    else:
-        fg_score = score[dark > fg_thr]
-        tail = float(np.percentile(fg_score, 99.5)) if fg_score.size else bg_score
-        nuc_thr = max(bg_score + FALLBACK_NUCLEUS_GAP, tail + FALLBACK_FG_TAIL_MARGIN)
-        source = "otsu, no-wbc fallback"
+    nuc_thr, source = _nucleus_threshold(score, score[dark > fg_thr], bg_score)
     cal = StainCalibration(
         background_darkness=bg_dark,
         background_score=bg_score,
