@@ -22,6 +22,7 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from smearscan.inference import TilePredictor
 from smearscan.models.tiny import TinyUNet
 from smearscan.pipeline import process_slide
 from smearscan.resample import resample_image
-from smearscan.segmentation import segment_array
+from smearscan.segmentation import plan_grid, segment_array
 from smearscan.synth import generate_field, write_field
 
 FIELD_W, FIELD_H, FIELD_PX_UM = 2592, 1944, 0.1
@@ -68,7 +69,7 @@ def bench_classical(n_fields: int, workdir: Path) -> dict[str, float]:
     }
 
 
-def bench_stitching(repeats: int) -> dict[str, float]:
+def bench_stitching(repeats: int, tile_sizes: tuple[int, ...]) -> dict[str, float]:
     """Wall time of the tiled, blended engine over a plain whole-image forward pass."""
     field = generate_field(0, FIELD_W, FIELD_H, FIELD_PX_UM)
     model = TinyUNet(width=16)
@@ -76,25 +77,32 @@ def bench_stitching(repeats: int) -> dict[str, float]:
     h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
     image = np.ascontiguousarray(image[:h, :w])
     predictor = TilePredictor(model, torch.device("cpu"))
-    tiling = TilingConfig()
-    whole_times, tiled_times = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predictor.predict(image[None])
-        whole_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        segment_array(image, model, tiling=tiling, batch_size=8)
-        tiled_times.append(time.perf_counter() - start)
-    whole, tiled = min(whole_times), min(tiled_times)
+    whole = min(_timed(lambda: predictor.predict(image[None])) for _ in range(repeats))
+    results = {"cnn_whole_image_s": whole}
     print(
-        f"  image {w}x{h} at {model.spec.input_pixel_size_um} µm/px, tile "
-        f"{model.spec.tile_px}, overlap {tiling.overlap_px}, halo {model.spec.halo_px}"
+        f"  image {w}x{h} at {model.spec.input_pixel_size_um} µm/px, halo "
+        f"{model.spec.halo_px}, overlap 32; whole-image forward {whole:.3f} s"
     )
-    return {
-        "cnn_whole_image_s": whole,
-        "cnn_tiled_stitched_s": tiled,
-        "cnn_tiled_over_whole_ratio": tiled / whole,
-    }
+    for tile in tile_sizes:
+        tiling = TilingConfig(tile_size_px=tile)
+        grid = plan_grid(h, w, model.spec, tiling)
+        tiled = min(
+            _timed(lambda t=tiling: segment_array(image, model, tiling=t, batch_size=8))
+            for _ in range(repeats)
+        )
+        print(
+            f"  tile {tile}: {len(grid)} tiles of {grid.tile_shape}, {tiled:.3f} s, "
+            f"ratio {tiled / whole:.2f}"
+        )
+        results[f"cnn_tiled_{tile}_s"] = tiled
+        results[f"cnn_tiled_{tile}_over_whole_ratio"] = tiled / whole
+    return results
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -109,7 +117,7 @@ def main() -> None:
         print("classical path, 2592x1944 fields:")
         results = bench_classical(args.fields, Path(tmp))
     print("stitched engine vs whole-image forward (TinyUNet width 16):")
-    results |= bench_stitching(args.repeats)
+    results |= bench_stitching(args.repeats, (256, 512, 1024))
     for key, value in results.items():
         print(f"{key:32s} {value:10.3f}")
     if args.json:

@@ -130,7 +130,7 @@ def summarise(rows: list[Row]) -> None:
     )
     print(header)
     print("-" * len(header))
-    groups = sorted({r.source for r in rows}) + ["all"]
+    groups = [*sorted({r.source for r in rows}), "all"]
     for source in groups:
         sel = [r for r in rows if source in ("all", r.source)]
         ok = [r for r in sel if not r.error]

@@ -25,7 +25,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class _ResultCallback(Callback):  # type: ignore[misc]
+class _ResultCallback(Callback):
     """Dask local-scheduler hook forwarding each finished slide to ``on_result``."""
 
     def __init__(self, keys: set[Any], on_result: Callable[[Any], None]) -> None:

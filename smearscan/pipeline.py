@@ -122,10 +122,12 @@ def _store_attrs(result: SlideResult, spec: ModelSpec, s: float) -> dict[str, An
     }
 
 
-def _image_writer(store: SlideStore, grid: TileGrid) -> Callable[[list[Tile], np.ndarray], None]:
+def _image_writer(
+    store: SlideStore, grid: TileGrid
+) -> Callable[[Sequence[Tile], np.ndarray], None]:
     """Hook writing each tile's owned block of the resampled RGB into the store."""
 
-    def write(tiles: list[Tile], pixels: np.ndarray) -> None:
+    def write(tiles: Sequence[Tile], pixels: np.ndarray) -> None:
         if store.image is None:
             return
         for tile, rgb in zip(tiles, pixels, strict=True):
@@ -185,7 +187,13 @@ def _segment(
     merger: Merger = (
         InMemoryMerger(grid, spec.n_classes)
         if in_memory
-        else ZarrMerger(grid, spec.n_classes, store.classes, store.probabilities)
+        else ZarrMerger(
+            grid,
+            spec.n_classes,
+            store.classes,
+            store.probabilities,
+            block_px=store.classes.chunks[0],
+        )
     )
     total, done = len(grid), 0
 
@@ -223,14 +231,21 @@ def _segment(
     result.mask_path = str(store.path)
 
 
-def _process_into(result: SlideResult, config: ProcessConfig, zarr_path: Path, key: str,
-                  progress: TileProgress | None) -> None:
+def _process_into(
+    result: SlideResult,
+    config: ProcessConfig,
+    zarr_path: Path,
+    key: str,
+    progress: TileProgress | None,
+) -> None:
     """Run every stage for ``result.path``, filling ``result`` as the stages go."""
     start = time.perf_counter()
     with stage("read"):
         slide = open_slide(Path(result.path))
     try:
         result.width, result.height, result.notes = slide.width, slide.height, list(slide.notes)
+        for note in result.notes:
+            log.info("%s: %s", result.slide, note)
         with stage("scale"):
             pixel_size, result.pixel_size_method = resolve_pixel_size(slide, config.scale)
             result.pixel_size_um = pixel_size
@@ -268,9 +283,16 @@ def process_slide(
     relative = relative or Path(path).name
     result = SlideResult(slide=relative, path=str(Path(path).resolve()))
     _process_into(result, config, zarr_path, key or slide_key(relative), progress)
-    log.info("%s: %dx%d px at %.4g µm/px (%s), %d tiles, %.2f s", relative, result.width,
-             result.height, result.pixel_size_um, result.pixel_size_method, result.tiles,
-             result.seconds)
+    log.info(
+        "%s: %dx%d px at %.4g µm/px (%s), %d tiles, %.2f s",
+        relative,
+        result.width,
+        result.height,
+        result.pixel_size_um,
+        result.pixel_size_method,
+        result.tiles,
+        result.seconds,
+    )
     return result
 
 
@@ -283,8 +305,9 @@ class SlideTask:
     key: str
 
 
-def run_slide_safely(task: SlideTask, config: ProcessConfig, zarr_path: Path,
-                     progress: TileProgress | None = None) -> SlideResult:
+def run_slide_safely(
+    task: SlideTask, config: ProcessConfig, zarr_path: Path, progress: TileProgress | None = None
+) -> SlideResult:
     """:func:`process_slide` that records a failure in the result instead of raising.
 
     What was learnt before the failure (size, pixel size) stays in the result.
@@ -409,8 +432,6 @@ def process_batch(
         scheduler=config.batch.scheduler,
         on_result=on_result,
     )
-    info = run_info(
-        config, inputs, outputs, started, datetime.now(UTC).astimezone(), results
-    )
+    info = run_info(config, inputs, outputs, started, datetime.now(UTC).astimezone(), results)
     write_report(outputs.report, results, info)
     return BatchResult(results=results, outputs=outputs, run_info=info)

@@ -120,7 +120,7 @@ def create_slide_store(
     width: int,
     pixel_size_um: float,
     classes: tuple[str, ...] = SEMANTIC_CLASSES,
-    chunk_px: int = 512,
+    chunk_px: int = 256,
     write_image: bool = True,
     write_probabilities: bool = True,
     attrs: dict[str, Any] | None = None,

@@ -15,9 +15,24 @@ from smearscan.synth import generate_field, write_field
 
 runner = CliRunner()
 
-PROCESS_OPTIONS = ["--out", "--config", "--model", "--pixel-size", "--glob", "--tile-size",
-                   "--overlap", "--halo", "--batch-size", "--device", "--amp", "--workers",
-                   "--scheduler", "--probabilities", "--quiet", "--verbose"]
+PROCESS_OPTIONS = [
+    "--out",
+    "--config",
+    "--model",
+    "--pixel-size",
+    "--glob",
+    "--tile-size",
+    "--overlap",
+    "--halo",
+    "--batch-size",
+    "--device",
+    "--amp",
+    "--workers",
+    "--scheduler",
+    "--probabilities",
+    "--quiet",
+    "--verbose",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +54,9 @@ def test_help_explains_every_option():
 
 def test_all_ok_exit_0_and_outputs_beside_report(slides: Path, tmp_path: Path):
     out = tmp_path / "night" / "report.xlsx"
-    result = runner.invoke(app, ["process", str(slides), "--out", str(out), "--pixel-size",
-                                 "0.1", "--quiet"])
+    result = runner.invoke(
+        app, ["process", str(slides), "--out", str(out), "--pixel-size", "0.1", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     assert out.is_file() and out.with_suffix(".zarr").is_dir()
     log_text = out.with_suffix(".log").read_text()
@@ -50,26 +66,44 @@ def test_all_ok_exit_0_and_outputs_beside_report(slides: Path, tmp_path: Path):
 def test_failed_slide_exit_1(slides: Path, tmp_path: Path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    result = runner.invoke(app, ["process", str(slides), str(tmp_path / "in"), "--out",
-                                 str(tmp_path / "r.xlsx"), "--pixel-size", "0.1", "-q"])
+    result = runner.invoke(
+        app,
+        [
+            "process",
+            str(slides),
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "r.xlsx"),
+            "--pixel-size",
+            "0.1",
+            "-q",
+        ],
+    )
     assert result.exit_code == 1
 
 
 def test_nothing_to_do_exit_4(tmp_path: Path):
     (tmp_path / "empty").mkdir()
-    result = runner.invoke(app, ["process", str(tmp_path / "empty"), "--out",
-                                 str(tmp_path / "r.xlsx"), "-q"])
+    result = runner.invoke(
+        app, ["process", str(tmp_path / "empty"), "--out", str(tmp_path / "r.xlsx"), "-q"]
+    )
     assert result.exit_code == 4
     assert (tmp_path / "r.xlsx").is_file()
 
 
-@pytest.mark.parametrize("args", [
-    ["--tile-size", "0"], ["--device", "tpu"], ["--model", "no-such-model"],
-    ["--pixel-size", "-1"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--tile-size", "0"],
+        ["--device", "tpu"],
+        ["--model", "no-such-model"],
+        ["--pixel-size", "-1"],
+    ],
+)
 def test_bad_options_exit_2(slides: Path, tmp_path: Path, args: list[str]):
-    result = runner.invoke(app, ["process", str(slides), "--out", str(tmp_path / "r.xlsx"),
-                                 "-q", *args])
+    result = runner.invoke(
+        app, ["process", str(slides), "--out", str(tmp_path / "r.xlsx"), "-q", *args]
+    )
     if args[0] == "--model":  # an unknown model fails every slide, named in Errors
         assert result.exit_code == 1
     else:
@@ -77,8 +111,9 @@ def test_bad_options_exit_2(slides: Path, tmp_path: Path, args: list[str]):
 
 
 def test_missing_input_and_bad_report_name_exit_2(tmp_path: Path):
-    result = runner.invoke(app, ["process", str(tmp_path / "nope"), "--out",
-                                 str(tmp_path / "r.xlsx")])
+    result = runner.invoke(
+        app, ["process", str(tmp_path / "nope"), "--out", str(tmp_path / "r.xlsx")]
+    )
     assert result.exit_code == 2 and "nope" in result.output
     result = runner.invoke(app, ["process", str(tmp_path), "--out", str(tmp_path / "r.csv")])
     assert result.exit_code == 2
@@ -86,14 +121,16 @@ def test_missing_input_and_bad_report_name_exit_2(tmp_path: Path):
 
 def test_config_file(slides: Path, tmp_path: Path):
     config = tmp_path / "smearscan.toml"
-    config.write_text('[scale]\npixel_size_um = 0.1\n[tiling]\ntile_size_px = 384\n')
+    config.write_text("[scale]\npixel_size_um = 0.1\n[tiling]\ntile_size_px = 384\n")
     out = tmp_path / "r.xlsx"
-    result = runner.invoke(app, ["process", str(slides), "--out", str(out), "--config",
-                                 str(config), "-q"])
+    result = runner.invoke(
+        app, ["process", str(slides), "--out", str(out), "--config", str(config), "-q"]
+    )
     assert result.exit_code == 0, result.output
-    config.write_text('[tiling]\ntile_sise_px = 384\n')
-    result = runner.invoke(app, ["process", str(slides), "--out", str(out), "--config",
-                                 str(config), "-q"])
+    config.write_text("[tiling]\ntile_sise_px = 384\n")
+    result = runner.invoke(
+        app, ["process", str(slides), "--out", str(out), "--config", str(config), "-q"]
+    )
     assert result.exit_code == 2 and "tile_sise_px" in result.output
 
 
@@ -101,9 +138,22 @@ def test_console_script_runs_as_module(slides: Path, tmp_path: Path):
     """The real entry point in a subprocess, as cron runs it (no TTY: plain log lines)."""
     out = tmp_path / "r.xlsx"
     proc = subprocess.run(
-        [sys.executable, "-m", "smearscan", "process", str(slides), "--out", str(out),
-         "--pixel-size", "0.1"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "120"},
-        stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "smearscan",
+            "process",
+            str(slides),
+            "--out",
+            str(out),
+            "--pixel-size",
+            "0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "[1/1] f1.png ok" in proc.stderr

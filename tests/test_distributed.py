@@ -18,19 +18,27 @@ distributed = pytest.importorskip("distributed")
 def test_process_batch_on_local_cluster(tmp_path: Path):
     slides = tmp_path / "slides"
     for seed in (21, 22, 23):
-        write_field(generate_field(seed, width=500, height=400, pixel_size_um=0.1),
-                    slides / f"s{seed}.png")
+        write_field(
+            generate_field(seed, width=500, height=400, pixel_size_um=0.1), slides / f"s{seed}.png"
+        )
     (slides / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     config = ProcessConfig(scale=ScaleConfig(pixel_size_um=0.1))
     local = process_batch([slides], tmp_path / "local" / "r.xlsx", config)
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        remote_config = ProcessConfig(scale=ScaleConfig(pixel_size_um=0.1),
-                                      batch=BatchConfig(scheduler=cluster.scheduler_address))
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        remote_config = ProcessConfig(
+            scale=ScaleConfig(pixel_size_um=0.1),
+            batch=BatchConfig(scheduler=cluster.scheduler_address),
+        )
         seen: list[str] = []
-        remote = process_batch([slides], tmp_path / "remote" / "r.xlsx", remote_config,
-                               on_result=lambda r: seen.append(r.slide))
+        remote = process_batch(
+            [slides],
+            tmp_path / "remote" / "r.xlsx",
+            remote_config,
+            on_result=lambda r: seen.append(r.slide),
+        )
 
     assert sorted(seen) == ["broken.jpg", "s21.png", "s22.png", "s23.png"]
     assert [r.status for r in remote.results] == [r.status for r in local.results]
@@ -48,9 +56,11 @@ def test_unreachable_scheduler_is_a_config_error(tmp_path: Path):
     from smearscan.errors import ConfigError
 
     (tmp_path / "s").mkdir()
-    write_field(generate_field(1, width=300, height=300, pixel_size_um=0.1),
-                tmp_path / "s" / "a.png")
-    config = ProcessConfig(scale=ScaleConfig(pixel_size_um=0.1),
-                           batch=BatchConfig(scheduler="tcp://127.0.0.1:1"))
+    write_field(
+        generate_field(1, width=300, height=300, pixel_size_um=0.1), tmp_path / "s" / "a.png"
+    )
+    config = ProcessConfig(
+        scale=ScaleConfig(pixel_size_um=0.1), batch=BatchConfig(scheduler="tcp://127.0.0.1:1")
+    )
     with pytest.raises(ConfigError, match="cannot reach"):
         process_batch([tmp_path / "s"], tmp_path / "r.xlsx", config)

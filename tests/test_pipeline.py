@@ -29,11 +29,13 @@ def slide_dir(tmp_path_factory, field) -> Path:
     """Two synthetic fields plus every kind of bad file, in nested folders."""
     root = tmp_path_factory.mktemp("slides")
     write_field(field, root / "a" / "field one.png")
-    write_field(generate_field(4, width=700, height=500, pixel_size_um=PIXEL_SIZE_UM),
-                root / "b" / "field_two.png")
+    write_field(
+        generate_field(4, width=700, height=500, pixel_size_um=PIXEL_SIZE_UM),
+        root / "b" / "field_two.png",
+    )
     (root / "bad").mkdir()
     (root / "bad" / "zero.jpg").write_bytes(b"")
-    ok, jpeg = cv2.imencode(".jpg", field.image)
+    _, jpeg = cv2.imencode(".jpg", field.image)
     (root / "bad" / "truncated.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
     (root / "bad" / "notes.bin").write_bytes(b"\x00\x01 this is not an image at all")
     (root / "bad" / "fake.png").write_bytes(b"plain text pretending to be a PNG")
@@ -41,15 +43,22 @@ def slide_dir(tmp_path_factory, field) -> Path:
 
 
 def _config(**tiling) -> ProcessConfig:
-    return ProcessConfig(scale=ScaleConfig(pixel_size_um=PIXEL_SIZE_UM),
-                         tiling=TilingConfig(**tiling))
+    return ProcessConfig(
+        scale=ScaleConfig(pixel_size_um=PIXEL_SIZE_UM), tiling=TilingConfig(**tiling)
+    )
 
 
 def test_batch_outputs_and_failure_isolation(slide_dir: Path, tmp_path: Path):
     batch = process_batch([slide_dir], tmp_path / "out" / "report.xlsx", _config())
     by_name = {r.slide: r for r in batch.results}
-    assert sorted(by_name) == ["a/field one.png", "b/field_two.png", "bad/fake.png",
-                               "bad/notes.bin", "bad/truncated.jpg", "bad/zero.jpg"]
+    assert sorted(by_name) == [
+        "a/field one.png",
+        "b/field_two.png",
+        "bad/fake.png",
+        "bad/notes.bin",
+        "bad/truncated.jpg",
+        "bad/zero.jpg",
+    ]
     assert by_name["a/field one.png"].status == "ok"
     assert by_name["b/field_two.png"].status == "ok"
     assert len(batch.failed) == 4
@@ -59,10 +68,25 @@ def test_batch_outputs_and_failure_isolation(slide_dir: Path, tmp_path: Path):
     summary = pd.read_excel(report, sheet_name="Summary")
     errors = pd.read_excel(report, sheet_name="Errors")
     assert list(summary["slide"]) == sorted(by_name)
-    assert {"slide", "width", "height", "pixel_size_um", "wbc_count", "blast_percent",
-            "rbc_count", "platelet_count", "flags", "status", "mask_path"} <= set(summary)
-    assert sorted(errors["slide"]) == ["bad/fake.png", "bad/notes.bin", "bad/truncated.jpg",
-                                       "bad/zero.jpg"]
+    assert {
+        "slide",
+        "width",
+        "height",
+        "pixel_size_um",
+        "wbc_count",
+        "blast_percent",
+        "rbc_count",
+        "platelet_count",
+        "flags",
+        "status",
+        "mask_path",
+    } <= set(summary)
+    assert sorted(errors["slide"]) == [
+        "bad/fake.png",
+        "bad/notes.bin",
+        "bad/truncated.jpg",
+        "bad/zero.jpg",
+    ]
     reasons = dict(zip(errors["slide"], errors["message"], strict=True))
     assert "empty" in reasons["bad/zero.jpg"]
     assert "truncated" in reasons["bad/truncated.jpg"]
@@ -85,7 +109,9 @@ def test_batch_outputs_and_failure_isolation(slide_dir: Path, tmp_path: Path):
     assert set(np.unique(classes[:])) <= {0, 1, 2, 3, 4}
     # failed slides leave no Zarr group behind
     assert sorted(k for k in zarr.open_group(report.with_suffix(".zarr"), mode="r")) == [
-        "a__field_one.png", "b__field_two.png"]
+        "a__field_one.png",
+        "b__field_two.png",
+    ]
 
 
 def test_segmentation_matches_synthetic_truth(slide_dir: Path, tmp_path: Path, field):
@@ -101,8 +127,9 @@ def test_segmentation_matches_synthetic_truth(slide_dir: Path, tmp_path: Path, f
 def test_streaming_equals_in_memory(slide_dir: Path, tmp_path: Path):
     path = slide_dir / "a" / "field one.png"
     memory = process_slide(path, _config(tile_size_px=320), tmp_path / "mem.zarr")
-    stream = process_slide(path, _config(tile_size_px=320, in_memory_limit_mb=1),
-                           tmp_path / "stream.zarr")
+    stream = process_slide(
+        path, _config(tile_size_px=320, in_memory_limit_mb=1), tmp_path / "stream.zarr"
+    )
     assert (memory.stitching, stream.stitching) == ("memory", "zarr-stream")
     a = zarr.open_group(memory.mask_path, mode="r")
     b = zarr.open_group(stream.mask_path, mode="r")
@@ -134,3 +161,15 @@ def test_pixel_size_from_metadata_then_rbcs(slide_dir: Path, tmp_path: Path):
     result = process_slide(path, config, tmp_path / "m.zarr")
     assert "RBC" in result.pixel_size_method
     assert result.pixel_size_um == pytest.approx(PIXEL_SIZE_UM, rel=0.1)
+
+
+def test_16bit_grayscale_tiff_is_converted_with_a_logged_note(tmp_path: Path, field, caplog):
+    import tifffile
+
+    gray16 = cv2.cvtColor(field.image, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
+    tifffile.imwrite(tmp_path / "gray16.tif", gray16, tile=(256, 256))
+    with caplog.at_level("INFO", logger="smearscan"):
+        result = process_slide(tmp_path / "gray16.tif", _config(), tmp_path / "m.zarr")
+    assert result.status == "ok"
+    assert any("16-bit" in n for n in result.notes)
+    assert any("16-bit" in r.getMessage() for r in caplog.records)
