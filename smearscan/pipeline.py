@@ -12,8 +12,6 @@ the stage, so a batch can record it and go on with the other slides.
 from __future__ import annotations
 
 import logging
-import platform
-import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import zarr
 
 from smearscan import __version__
@@ -32,6 +31,7 @@ from smearscan.errors import ProcessingError, SmearscanError
 from smearscan.executor import run_tasks
 from smearscan.inference import TilePredictor, choose_device
 from smearscan.models.base import ModelSpec, calibrate_if_supported
+from smearscan.provenance import run_info
 from smearscan.registry import load_model
 from smearscan.report import write_report
 from smearscan.resample import Reader, resample_window, scale_factor, scaled_shape
@@ -142,15 +142,7 @@ def _image_writer(
     return write
 
 
-def _segment(
-    slide: Slide,
-    result: SlideResult,
-    pixel_size_um: float,
-    config: ProcessConfig,
-    zarr_path: Path,
-    key: str,
-    progress: TileProgress | None,
-) -> None:
+def _predictor(config: ProcessConfig) -> tuple[torch.nn.Module, ModelSpec, TilePredictor]:
     with stage("model"):
         model = load_model(config.model)
         spec: ModelSpec = model.spec  # type: ignore[assignment]
@@ -160,18 +152,62 @@ def _segment(
             batch_size=config.inference.batch_size,
             amp=config.inference.amp,
         )
+    return model, spec, predictor
+
+
+def _merger(grid: TileGrid, spec: ModelSpec, store: SlideStore, in_memory: bool) -> Merger:
+    if in_memory:
+        return InMemoryMerger(grid, spec.n_classes)
+    return ZarrMerger(
+        grid,
+        spec.n_classes,
+        store.classes,
+        store.probabilities,
+        block_px=store.classes.chunks[0],
+    )
+
+
+def _finish(merger: Merger, store: SlideStore, result: SlideResult, spec: ModelSpec) -> None:
+    """Write what an in-memory merger holds; record class fractions and the mask path."""
+    with stage("write"):
+        if isinstance(merger, InMemoryMerger):
+            probs = merger.finalize()
+            store.classes[:] = argmax_classes(probs)
+            if store.probabilities is not None:
+                store.probabilities[:] = quantize_probabilities(probs)
+            result.stitching = "memory"
+        else:
+            merger.finalize()
+            result.stitching = "zarr-stream"
+    pixels = max(1, int(merger.class_pixels.sum()))
+    result.class_fractions = {
+        c: round(float(n) / pixels, 6)
+        for c, n in zip(spec.classes, merger.class_pixels, strict=True)
+    }
+    result.mask_path = str(store.path)
+
+
+def _segment(
+    slide: Slide,
+    result: SlideResult,
+    pixel_size_um: float,
+    config: ProcessConfig,
+    zarr_path: Path,
+    key: str,
+    progress: TileProgress | None,
+) -> None:
+    """Resample, calibrate, run the tiles and write the masks of one opened slide."""
+    model, spec, predictor = _predictor(config)
     s = scale_factor(pixel_size_um, spec.input_pixel_size_um)
     height, width = scaled_shape(slide.height, slide.width, s)
     result.model, result.model_pixel_size_um = spec.name, spec.input_pixel_size_um
     result.mask_height, result.mask_width = height, width
+    read = slide_reader(slide)
     with stage("calibrate"):
-        read = slide_reader(slide)
         sample = resample_window(read, _central_window(height, width, CALIBRATION_PX), s)
         calibrate_if_supported(model, sample)
     grid = plan_grid(height, width, spec, config.tiling)
-    in_memory = (
-        spec.n_classes + 1
-    ) * height * width * 4 <= config.tiling.in_memory_limit_mb * 2**20
+    in_memory = (spec.n_classes + 1) * height * width * 4 <= config.tiling.in_memory_limit_mb << 20
     with stage("write"):
         store = create_slide_store(
             zarr_path,
@@ -184,17 +220,7 @@ def _segment(
             write_probabilities=config.output.write_probabilities,
             attrs=_store_attrs(result, spec, s),
         )
-    merger: Merger = (
-        InMemoryMerger(grid, spec.n_classes)
-        if in_memory
-        else ZarrMerger(
-            grid,
-            spec.n_classes,
-            store.classes,
-            store.probabilities,
-            block_px=store.classes.chunks[0],
-        )
-    )
+    merger = _merger(grid, spec, store, in_memory)
     total, done = len(grid), 0
 
     def tick(n: int) -> None:
@@ -214,21 +240,7 @@ def _segment(
             on_batch=_image_writer(store, grid),
             progress=tick,
         )
-    with stage("write"):
-        if isinstance(merger, InMemoryMerger):
-            probs = merger.finalize()
-            store.classes[:] = argmax_classes(probs)
-            if store.probabilities is not None:
-                store.probabilities[:] = quantize_probabilities(probs)
-        else:
-            merger.finalize()
-    pixels = max(1, int(merger.class_pixels.sum()))
-    result.class_fractions = {
-        c: round(float(n) / pixels, 6)
-        for c, n in zip(spec.classes, merger.class_pixels, strict=True)
-    }
-    result.stitching = "memory" if in_memory else "zarr-stream"
-    result.mask_path = str(store.path)
+    _finish(merger, store, result, spec)
 
 
 def _process_into(
@@ -321,66 +333,6 @@ def run_slide_safely(
         result.mask_path = ""
         discard_slide_store(zarr_path, task.key)
     return result
-
-
-def _versions() -> dict[str, str]:
-    import cv2
-    import dask
-    import ome_zarr
-    import torch
-    import zarr
-
-    return {
-        "smearscan": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "zarr": zarr.__version__,
-        "dask": dask.__version__,
-        "ome-zarr": getattr(ome_zarr, "__version__", "?"),
-        "opencv": cv2.__version__,
-    }
-
-
-def run_info(
-    config: ProcessConfig,
-    inputs: Sequence[Path],
-    outputs: OutputPaths,
-    started: datetime,
-    finished: datetime,
-    results: Sequence[SlideResult],
-) -> dict[str, Any]:
-    """Flat key/value record of a run for the report's Run sheet."""
-    info: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
-        "finished": finished.isoformat(timespec="seconds"),
-        "duration_s": round((finished - started).total_seconds(), 2),
-        "host": socket.gethostname(),
-        "inputs": "; ".join(str(p) for p in inputs),
-        "report": str(outputs.report),
-        "masks": str(outputs.zarr),
-        "slides": len(results),
-        "slides_ok": sum(r.status == "ok" for r in results),
-        "slides_failed": sum(r.status == "failed" for r in results),
-        "model": config.model,
-        "model_sha256": "n/a (classical segmenter has no weights)"
-        if config.model == "classical"
-        else "",
-        "device": str(choose_device(config.inference.device)),
-    }
-    info.update({f"version.{k}": v for k, v in _versions().items()})
-
-    def flatten(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                flatten(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            info[f"param.{prefix}"] = (
-                value if not isinstance(value, (list, tuple)) else ", ".join(map(str, value))
-            )
-
-    flatten("", config.to_dict())
-    return info
 
 
 def process_batch(

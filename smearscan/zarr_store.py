@@ -112,6 +112,52 @@ def _multiscale(group: zarr.Group, name: str, pixel_size_um: float, channels: bo
     )
 
 
+def _classes_label(
+    group: zarr.Group,
+    classes: tuple[str, ...],
+    shape: tuple[int, int],
+    chunks: tuple[int, int],
+    pixel_size_um: float,
+) -> zarr.Array:
+    """``labels/classes``: the uint8 semantic map with NGFF label colours and names."""
+    labels = group.create_group("labels")
+    label_group = labels.create_group("classes")
+    array = label_group.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
+    _multiscale(label_group, "classes", pixel_size_um, channels=False)
+    write_label_metadata(
+        labels,
+        "classes",
+        fmt=FormatV05(),
+        colors=[
+            {"label-value": i, "rgba": list(CLASS_COLORS.get(c, (128, 128, 128, 255)))}
+            for i, c in enumerate(classes)
+        ],
+        properties=[{"label-value": i, "class": c} for i, c in enumerate(classes)],
+    )
+    return array
+
+
+def _probabilities(
+    group: zarr.Group,
+    classes: tuple[str, ...],
+    shape: tuple[int, int],
+    chunks: tuple[int, int],
+    pixel_size_um: float,
+) -> zarr.Array:
+    """``probabilities``: uint8 ``round(p * 255)`` per class, channels first."""
+    prob_group = group.create_group("probabilities")
+    array = prob_group.create_array(
+        "0",
+        shape=(len(classes), *shape),
+        chunks=(len(classes), *chunks),
+        dtype="uint8",
+        fill_value=0,
+    )
+    _multiscale(prob_group, "probabilities", pixel_size_um, channels=True)
+    prob_group.attrs["smearscan"] = {"classes": list(classes), "value_scale": 1 / 255}
+    return array
+
+
 def create_slide_store(
     zarr_path: Path,
     key: str,
@@ -153,35 +199,10 @@ def create_slide_store(
     # the image group needs multiscales metadata even without pixels, for the labels
     _multiscale(group, key, pixel_size_um, channels=True)
 
-    labels = group.create_group("labels")
-    label_group = labels.create_group("classes")
-    class_array = label_group.create_array(
-        "0", shape=(height, width), chunks=chunks, dtype="uint8", fill_value=0
-    )
-    _multiscale(label_group, "classes", pixel_size_um, channels=False)
-    write_label_metadata(
-        labels,
-        "classes",
-        fmt=FormatV05(),
-        colors=[
-            {"label-value": i, "rgba": list(CLASS_COLORS.get(c, (128, 128, 128, 255)))}
-            for i, c in enumerate(classes)
-        ],
-        properties=[{"label-value": i, "class": c} for i, c in enumerate(classes)],
-    )
-
+    class_array = _classes_label(group, classes, (height, width), chunks, pixel_size_um)
     probabilities = None
     if write_probabilities:
-        prob_group = group.create_group("probabilities")
-        probabilities = prob_group.create_array(
-            "0",
-            shape=(len(classes), height, width),
-            chunks=(len(classes), *chunks),
-            dtype="uint8",
-            fill_value=0,
-        )
-        _multiscale(prob_group, "probabilities", pixel_size_um, channels=True)
-        prob_group.attrs["smearscan"] = {"classes": list(classes), "value_scale": 1 / 255}
+        probabilities = _probabilities(group, classes, (height, width), chunks, pixel_size_um)
     group.attrs["smearscan"] = dict(attrs or {}, classes=list(classes))
     return SlideStore(
         path=target, group=group, image=image, classes=class_array, probabilities=probabilities

@@ -1,0 +1,81 @@
+"""What a run records about itself: versions, host, times, model and every parameter.
+
+The report's ``Run`` sheet shows this record, so a result can always be traced
+back to the software and settings that produced it.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smearscan import __version__
+from smearscan.config import ProcessConfig
+from smearscan.inference import choose_device
+from smearscan.results import OutputPaths, SlideResult
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import dask
+    import ome_zarr
+    import torch
+    import zarr
+
+    return {
+        "smearscan": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "zarr": zarr.__version__,
+        "dask": dask.__version__,
+        "ome-zarr": getattr(ome_zarr, "__version__", "?"),
+        "opencv": cv2.__version__,
+    }
+
+
+def run_info(
+    config: ProcessConfig,
+    inputs: Sequence[Path],
+    outputs: OutputPaths,
+    started: datetime,
+    finished: datetime,
+    results: Sequence[SlideResult],
+) -> dict[str, Any]:
+    """Flat key/value record of a run for the report's Run sheet."""
+    info: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "duration_s": round((finished - started).total_seconds(), 2),
+        "host": socket.gethostname(),
+        "inputs": "; ".join(str(p) for p in inputs),
+        "report": str(outputs.report),
+        "masks": str(outputs.zarr),
+        "slides": len(results),
+        "slides_ok": sum(r.status == "ok" for r in results),
+        "slides_failed": sum(r.status == "failed" for r in results),
+        "model": config.model,
+        "model_sha256": "n/a (classical segmenter has no weights)"
+        if config.model == "classical"
+        else "",
+        "device": str(choose_device(config.inference.device)),
+    }
+    info.update({f"version.{k}": v for k, v in _versions().items()})
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flatten(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            info[f"param.{prefix}"] = (
+                value if not isinstance(value, (list, tuple)) else ", ".join(map(str, value))
+            )
+
+    flatten("", config.to_dict())
+    return info
