@@ -121,6 +121,50 @@ class ScaleConfig:
 
 
 @dataclass(frozen=True)
+class CellsConfig:
+    """How cells are separated and counted (µm, µm²); see :mod:`smearscan.instances`.
+
+    Attributes:
+        lobe_link_um: Nucleus fragments closer than this are lobes of one cell.
+        min_nucleus_area_um2: Smaller nuclei are debris or platelets on a cell.
+        min_cell_area_um2: Smaller cells are debris.
+        max_cell_diameter_um: Largest WBC expected (monocytes up to ~20 µm);
+            sets the window halo.
+        cytoplasm_reach_um: Cytoplasm farther than this from its nucleus is
+            not part of the cell (stray cytoplasm-coloured regions).
+        rbc_diameter_um: Nominal RBC diameter (peak spacing, area filters).
+        platelet_area_um2: Accepted platelet area range.
+        window_px: Side of the processing windows on large slides (model px).
+    """
+
+    lobe_link_um: float = 1.2
+    min_nucleus_area_um2: float = 10.0
+    min_cell_area_um2: float = 20.0
+    max_cell_diameter_um: float = 25.0
+    cytoplasm_reach_um: float = 6.0
+    rbc_diameter_um: float = 7.5
+    platelet_area_um2: tuple[float, float] = (0.8, 12.0)
+    window_px: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in (
+            "lobe_link_um",
+            "min_nucleus_area_um2",
+            "min_cell_area_um2",
+            "max_cell_diameter_um",
+            "cytoplasm_reach_um",
+            "rbc_diameter_um",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"cells.{name} must be > 0, got {getattr(self, name)}")
+        lo, hi = self.platelet_area_um2
+        if not 0 <= lo < hi:
+            raise ConfigError(f"cells.platelet_area_um2 must be (low, high), got {lo, hi}")
+        if self.window_px < 256:
+            raise ConfigError(f"cells.window_px must be >= 256, got {self.window_px}")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """What is written besides the report.
 
@@ -159,6 +203,7 @@ class ProcessConfig:
     tiling: TilingConfig = field(default_factory=TilingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    cells: CellsConfig = field(default_factory=CellsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
 
@@ -182,6 +227,7 @@ _SECTIONS: dict[str, type] = {
     "tiling": TilingConfig,
     "inference": InferenceConfig,
     "scale": ScaleConfig,
+    "cells": CellsConfig,
     "output": OutputConfig,
     "batch": BatchConfig,
 }
@@ -210,8 +256,9 @@ def _merge(config: ProcessConfig, values: dict[str, Any]) -> ProcessConfig:
                 f"known: {', '.join(sorted(known))}"
             )
         updates = {k: v for k, v in value.items() if v is not None}
-        if "patterns" in updates:
-            updates["patterns"] = tuple(updates["patterns"])
+        for key_name in ("patterns", "platelet_area_um2"):
+            if key_name in updates:
+                updates[key_name] = tuple(updates[key_name])
         try:
             changes[key] = dataclasses.replace(section, **updates)
         except TypeError as exc:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -35,56 +35,12 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 
-from smearscan.errors import ConfigError
+from smearscan.config import CellsConfig
 from smearscan.tiling import Window
 
 log = logging.getLogger(__name__)
 
 BACKGROUND, RBC, CYTOPLASM, NUCLEUS, PLATELET = range(5)
-
-
-@dataclass(frozen=True)
-class InstanceConfig:
-    """Thresholds of the instance stage (µm, µm²), validated on creation.
-
-    Attributes:
-        lobe_link_um: Nucleus fragments closer than this are lobes of one cell.
-        min_nucleus_area_um2: Smaller nuclei are debris or platelets on a cell.
-        min_cell_area_um2: Smaller cells are debris.
-        max_cell_diameter_um: Largest WBC expected (monocytes up to ~20 µm);
-            sets the window halo.
-        cytoplasm_reach_um: Cytoplasm farther than this from its nucleus is
-            not part of the cell (stray cytoplasm-coloured regions).
-        rbc_diameter_um: Nominal RBC diameter (peak spacing, area filters).
-        platelet_area_um2: Accepted platelet area range.
-        window_px: Side of the processing windows on large slides (model px).
-    """
-
-    lobe_link_um: float = 1.2
-    min_nucleus_area_um2: float = 10.0
-    min_cell_area_um2: float = 20.0
-    max_cell_diameter_um: float = 25.0
-    cytoplasm_reach_um: float = 6.0
-    rbc_diameter_um: float = 7.5
-    platelet_area_um2: tuple[float, float] = (0.8, 12.0)
-    window_px: int = 2048
-
-    def __post_init__(self) -> None:
-        for name in (
-            "lobe_link_um",
-            "min_nucleus_area_um2",
-            "min_cell_area_um2",
-            "max_cell_diameter_um",
-            "cytoplasm_reach_um",
-            "rbc_diameter_um",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"cells.{name} must be > 0, got {getattr(self, name)}")
-        lo, hi = self.platelet_area_um2
-        if not 0 <= lo < hi:
-            raise ConfigError(f"cells.platelet_area_um2 must be (low, high), got {lo, hi}")
-        if self.window_px < 256:
-            raise ConfigError(f"cells.window_px must be >= 256, got {self.window_px}")
 
 
 @dataclass
@@ -152,7 +108,7 @@ def _split_by_nearest_nucleus(component: np.ndarray, markers: np.ndarray) -> np.
     return np.where(component, ids[np.argmin(dist, axis=0)], 0).astype(np.int32)
 
 
-def wbc_labels(classes: np.ndarray, pixel_size_um: float, config: InstanceConfig) -> np.ndarray:
+def wbc_labels(classes: np.ndarray, pixel_size_um: float, config: CellsConfig) -> np.ndarray:
     """Label the WBCs of a class map window.
 
     Args:
@@ -210,7 +166,7 @@ def _cells_from_labels(labels: np.ndarray, classes: np.ndarray, oy: int, ox: int
 
 
 def rbc_centres(
-    classes: np.ndarray, pixel_size_um: float, config: InstanceConfig
+    classes: np.ndarray, pixel_size_um: float, config: CellsConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """RBC centres and their inscribed radii in a class map window.
 
@@ -233,9 +189,7 @@ def rbc_centres(
     return peaks.astype(np.float64), dist[peaks[:, 0], peaks[:, 1]].astype(np.float64)
 
 
-def platelet_centres(
-    classes: np.ndarray, pixel_size_um: float, config: InstanceConfig
-) -> np.ndarray:
+def platelet_centres(classes: np.ndarray, pixel_size_um: float, config: CellsConfig) -> np.ndarray:
     """Centres (row, column) of platelet components within the platelet area range."""
     labels, n = ndi.label(classes == PLATELET)
     if n == 0:
@@ -277,7 +231,7 @@ def find_instances(
     height: int,
     width: int,
     pixel_size_um: float,
-    config: InstanceConfig | None = None,
+    config: CellsConfig | None = None,
 ) -> SlideInstances:
     """Find WBCs, RBCs and platelets over a whole slide, window by window.
 
@@ -286,12 +240,12 @@ def find_instances(
         height: Slide rows (model scale).
         width: Slide columns.
         pixel_size_um: µm per pixel of the class map.
-        config: Thresholds (defaults of :class:`InstanceConfig`).
+        config: Thresholds (defaults of :class:`CellsConfig`).
 
     Returns:
         The slide's instances; each object counted once (centroid ownership).
     """
-    config = config or InstanceConfig()
+    config = config or CellsConfig()
     halo = math.ceil(2 * config.max_cell_diameter_um / pixel_size_um)
     core = max(config.window_px - 2 * halo, 256)
     cells: list[Cell] = []
@@ -324,11 +278,13 @@ def find_instances(
     )
 
 
-def paint_labels(cells: list[Cell], window: Window, *, nuclei: bool = False) -> np.ndarray:
+def paint_labels(
+    cells: Sequence[Cell | None], window: Window, *, nuclei: bool = False
+) -> np.ndarray:
     """Label image of a window: cell ``i`` (0-based in ``cells``) painted with id ``i + 1``.
 
     Args:
-        cells: Cells in id order.
+        cells: Cells in id order; ``None`` entries keep their id unused.
         window: The slide window to paint.
         nuclei: Paint only the nucleus pixels of each cell.
 
@@ -337,6 +293,8 @@ def paint_labels(cells: list[Cell], window: Window, *, nuclei: bool = False) -> 
     """
     out = np.zeros((window.height, window.width), np.int32)
     for cell_id, cell in enumerate(cells, start=1):
+        if cell is None:
+            continue
         h, w = cell.mask.shape
         box = Window(cell.y0, cell.y0 + h, cell.x0, cell.x0 + w).intersect(window)
         if box is None:

@@ -26,6 +26,7 @@ import torch
 import zarr
 
 from smearscan import __version__
+from smearscan.cells import run_cell_stage
 from smearscan.config import ProcessConfig, ScaleConfig
 from smearscan.errors import ProcessingError, SmearscanError
 from smearscan.executor import run_tasks
@@ -241,6 +242,8 @@ def _segment(
             progress=tick,
         )
     _finish(merger, store, result, spec)
+    with stage("cells"):
+        run_cell_stage(store, read, s, spec.input_pixel_size_um, result, config.cells)
 
 
 def _process_into(

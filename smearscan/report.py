@@ -5,6 +5,9 @@ Sheets (DESIGN.md output contract):
 * ``Summary``: one row per slide; the contract's columns first, then extra
   columns (how the pixel size was obtained, timings, class area fractions).
 * ``Run``: versions, model, every parameter, start/end time, host.
+* ``Cells``: one row per white cell (contract columns, then morphometry);
+  the same rows go to ``OUT_cells.parquet`` (CSV without pyarrow).
+* ``Differential``: counts and percentages per type and slide, with a chart.
 * ``Errors``: one row per failed slide: slide, stage, message.
 
 The workbook is written to a temporary file and moved into place, so a
@@ -20,25 +23,18 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from openpyxl import Workbook
+from openpyxl.chart import BarChart, Reference
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
+from smearscan.classify import CELL_TYPES
 from smearscan.results import SlideResult
 
 log = logging.getLogger(__name__)
 
-#: Cell types of the differential, in report order (counts come with issue #3).
-CELL_TYPES: tuple[str, ...] = (
-    "neutrophil",
-    "lymphocyte",
-    "monocyte",
-    "eosinophil",
-    "basophil",
-    "blast",
-    "other",
-)
 
 #: Summary columns fixed by the output contract, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -107,6 +103,16 @@ def summary_row(result: SlideResult, base: Path) -> dict[str, Any]:
         seconds=result.seconds,
         notes="; ".join(result.notes),
     )
+    if result.wbc_count is not None:
+        blasts = result.cell_counts.get("blast", 0)
+        row.update(result.cell_counts)
+        row.update(
+            wbc_count=result.wbc_count,
+            blast_count=blasts,
+            blast_percent=round(100.0 * blasts / result.wbc_count, 2) if result.wbc_count else None,
+            rbc_count=result.rbc_count,
+            platelet_count=result.platelet_count,
+        )
     for name, fraction in result.class_fractions.items():
         row[f"{name}_area_fraction"] = fraction
     return row
@@ -148,6 +154,85 @@ def _format_summary(ws: Worksheet, header: Sequence[str]) -> None:
                 cell.fill = _FAILED_FILL
 
 
+#: Cells columns fixed by the output contract, in order; morphometry columns follow.
+CELLS_COLUMNS: tuple[str, ...] = (
+    "slide",
+    "cell_id",
+    "centroid_x",
+    "centroid_y",
+    "bbox_x0",
+    "bbox_y0",
+    "bbox_x1",
+    "bbox_y1",
+    "cell_type",
+    "type_confidence",
+    "blast_probability",
+    "is_blast",
+    "touches_edge",
+)
+#: Excel's row limit, header included; the Parquet/CSV file holds every row.
+EXCEL_MAX_ROWS = 1_048_576
+
+
+def cells_frame(results: Sequence[SlideResult]) -> pd.DataFrame:
+    """All Cells rows of a run, contract columns first (empty frame with them when none)."""
+    rows = [row for r in results if r.status == "ok" for row in r.cells]
+    frame = pd.DataFrame(rows)
+    extra = [c for c in frame.columns if c not in CELLS_COLUMNS]
+    return frame.reindex(columns=[*CELLS_COLUMNS, *extra])
+
+
+def write_cells_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write the Cells rows to Parquet (or CSV when pyarrow is missing), atomically.
+
+    Returns:
+        The path written (``.parquet`` or ``.csv``).
+    """
+    try:
+        import pyarrow  # noqa: F401
+
+        target, write = path.with_suffix(".parquet"), frame.to_parquet
+    except ImportError:
+        target, write = path.with_suffix(".csv"), frame.to_csv
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp, index=False)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _differential(wb: Workbook, results: Sequence[SlideResult]) -> None:
+    """Counts and percentages of WBC types per slide, with a stacked bar chart."""
+    ws = wb.create_sheet("Differential")
+    ok = [r for r in results if r.status == "ok" and r.wbc_count is not None]
+    header = ["slide", "wbc_count"]
+    header += [f"{t}_count" for t in CELL_TYPES] + [f"{t}_percent" for t in CELL_TYPES]
+    rows = []
+    for r in ok:
+        total = r.wbc_count or 0
+        counts = [r.cell_counts.get(t, 0) for t in CELL_TYPES]
+        percents = [round(100.0 * c / total, 1) if total else None for c in counts]
+        rows.append([r.slide, total, *counts, *percents])
+    _write_table(ws, header, rows)
+    if not rows:
+        return
+    chart = BarChart()
+    chart.type, chart.grouping, chart.overlap = "bar", "percentStacked", 100
+    chart.title, chart.y_axis.title = "WBC differential", "% of WBCs counted"
+    first = 3 + len(CELL_TYPES)  # first percent column
+    data = Reference(
+        ws, min_col=first, max_col=first + len(CELL_TYPES) - 1, min_row=1, max_row=len(rows) + 1
+    )
+    chart.add_data(data, titles_from_data=True)
+    chart.set_categories(Reference(ws, min_col=1, min_row=2, max_row=len(rows) + 1))
+    chart.height, chart.width = max(7.5, 0.6 * len(rows) + 4), 18
+    ws.add_chart(chart, f"A{len(rows) + 4}")
+
+
 def write_report(path: Path, results: Sequence[SlideResult], run_info: dict[str, Any]) -> Path:
     """Write ``OUT.xlsx`` atomically.
 
@@ -170,6 +255,21 @@ def write_report(path: Path, results: Sequence[SlideResult], run_info: dict[str,
     summary.title = "Summary"
     _write_table(summary, header, ([r.get(c) for c in header] for r in rows))
     _format_summary(summary, header)
+    cells = cells_frame(results)
+    if len(cells) >= EXCEL_MAX_ROWS:
+        log.warning(
+            "%d cells: the Cells sheet keeps the first %d rows, %s has them all",
+            len(cells),
+            EXCEL_MAX_ROWS - 1,
+            path.with_name(f"{path.stem}_cells.*"),
+        )
+    cells_sheet = wb.create_sheet("Cells")
+    _write_table(
+        cells_sheet,
+        list(cells.columns),
+        cells.head(EXCEL_MAX_ROWS - 1).itertuples(index=False, name=None),
+    )
+    _differential(wb, results)
     _write_table(
         wb.create_sheet("Run"),
         ["key", "value"],
@@ -185,6 +285,7 @@ def write_report(path: Path, results: Sequence[SlideResult], run_info: dict[str,
     )
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_cells_table(cells, path.with_name(f"{path.stem}_cells.parquet"))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".xlsx", dir=path.parent)
     os.close(fd)
     try:

@@ -33,6 +33,11 @@ class SlideResult:
         error: Reason (failed slides).
         notes: Conversions and remarks (e.g. 16-bit input scaled to 8-bit).
         flags: Review flags for the lab.
+        wbc_count: White cells found (nucleated cells).
+        rbc_count: Red cells found.
+        platelet_count: Platelets found.
+        cell_counts: WBCs per cell type.
+        cells: One dict per WBC: the rows of the Cells sheet.
     """
 
     slide: str
@@ -56,6 +61,11 @@ class SlideResult:
     error: str = ""
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    wbc_count: int | None = None
+    rbc_count: int | None = None
+    platelet_count: int | None = None
+    cell_counts: dict[str, int] = field(default_factory=dict)
+    cells: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

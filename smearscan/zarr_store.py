@@ -158,6 +158,27 @@ def _probabilities(
     return array
 
 
+def create_instance_labels(store: SlideStore, name: str, pixel_size_um: float) -> zarr.Array:
+    """Add an int32 instance label image ``labels/<name>`` beside ``labels/classes``.
+
+    Args:
+        store: The slide's open store.
+        name: ``cells`` or ``nuclei``.
+        pixel_size_um: Pixel size of the masks (the model scale).
+
+    Returns:
+        The int32 ``(H, W)`` array, chunked like ``labels/classes``.
+    """
+    labels = store.group.require_group("labels")
+    group = labels.create_group(name)
+    array = group.create_array(
+        "0", shape=store.classes.shape, chunks=store.classes.chunks, dtype="int32", fill_value=0
+    )
+    _multiscale(group, name, pixel_size_um, channels=False)
+    write_label_metadata(labels, name, fmt=FormatV05())
+    return array
+
+
 def create_slide_store(
     zarr_path: Path,
     key: str,

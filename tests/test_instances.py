@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
+from smearscan.config import CellsConfig
 from smearscan.errors import ConfigError
 from smearscan.instances import (
     CYTOPLASM,
     NUCLEUS,
-    InstanceConfig,
     find_instances,
     paint_labels,
     wbc_labels,
@@ -38,7 +38,7 @@ def _find(classes: np.ndarray, **config):
         lambda w: classes[w.y0 : w.y1, w.x0 : w.x1],
         *classes.shape,
         MODEL_UM,
-        InstanceConfig(**config),
+        CellsConfig(**config),
     )
 
 
@@ -98,13 +98,13 @@ def test_debris_is_not_a_cell():
     cv2.circle(classes, (60, 60), 12, NUCLEUS, -1)  # a lymphocyte-sized cell
     cv2.circle(classes, (150, 150), 3, NUCLEUS, -1)  # a 1.5 µm purple speck
     cv2.circle(classes, (150, 60), 15, CYTOPLASM, -1)  # cytoplasm-coloured, no nucleus
-    labels = wbc_labels(classes, MODEL_UM, InstanceConfig())
+    labels = wbc_labels(classes, MODEL_UM, CellsConfig())
     assert set(np.unique(labels)) == {0, 1}
     assert labels[60, 60] == 1 and labels[150, 150] == 0 and labels[60, 150] == 0
 
 
 def test_invalid_config():
     with pytest.raises(ConfigError):
-        InstanceConfig(min_cell_area_um2=0)
+        CellsConfig(min_cell_area_um2=0)
     with pytest.raises(ConfigError):
-        InstanceConfig(platelet_area_um2=(5.0, 1.0))
+        CellsConfig(platelet_area_um2=(5.0, 1.0))

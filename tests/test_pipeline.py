@@ -64,7 +64,13 @@ def test_batch_outputs_and_failure_isolation(slide_dir: Path, tmp_path: Path):
     assert len(batch.failed) == 4
 
     report = tmp_path / "out" / "report.xlsx"
-    assert openpyxl.load_workbook(report).sheetnames == ["Summary", "Run", "Errors"]
+    assert openpyxl.load_workbook(report).sheetnames == [
+        "Summary",
+        "Cells",
+        "Differential",
+        "Run",
+        "Errors",
+    ]
     summary = pd.read_excel(report, sheet_name="Summary")
     errors = pd.read_excel(report, sheet_name="Errors")
     assert list(summary["slide"]) == sorted(by_name)
@@ -101,7 +107,7 @@ def test_batch_outputs_and_failure_isolation(slide_dir: Path, tmp_path: Path):
     assert ok.loc["a/field one.png", "pixel_size_um"] == pytest.approx(PIXEL_SIZE_UM)
     group = zarr.open_group(report.parent / ok.loc["a/field one.png", "mask_path"], mode="r")
     assert group.attrs["ome"]["version"] == "0.5"
-    assert group["labels"].attrs["ome"]["labels"] == ["classes"]
+    assert group["labels"].attrs["ome"]["labels"] == ["classes", "cells", "nuclei"]
     classes = group["labels/classes/0"]
     assert classes.dtype == np.uint8 and classes.shape == (280, 360)  # 0.1 -> 0.25 µm/px
     assert group["probabilities/0"].shape == (5, 280, 360)
@@ -145,9 +151,11 @@ def test_classes_do_not_depend_on_the_tile_grid(slide_dir: Path, tmp_path: Path,
     reference = process_slide(path, _config(tile_size_px=2048), tmp_path / "ref.zarr")
     tiled = process_slide(path, _config(tile_size_px=tile, overlap_px=16), tmp_path / "t.zarr")
     assert tiled.tiles > reference.tiles
-    a = zarr.open_group(reference.mask_path, mode="r")["labels/classes/0"][:]
-    b = zarr.open_group(tiled.mask_path, mode="r")["labels/classes/0"][:]
-    np.testing.assert_array_equal(a, b)
+    for name in ("classes", "cells", "nuclei"):
+        a = zarr.open_group(reference.mask_path, mode="r")[f"labels/{name}/0"][:]
+        b = zarr.open_group(tiled.mask_path, mode="r")[f"labels/{name}/0"][:]
+        np.testing.assert_array_equal(a, b)
+    pd.testing.assert_frame_equal(pd.DataFrame(reference.cells), pd.DataFrame(tiled.cells))
 
 
 def test_pixel_size_from_metadata_then_rbcs(slide_dir: Path, tmp_path: Path):
@@ -173,3 +181,30 @@ def test_16bit_grayscale_tiff_is_converted_with_a_logged_note(tmp_path: Path, fi
     assert result.status == "ok"
     assert any("16-bit" in n for n in result.notes)
     assert any("16-bit" in r.getMessage() for r in caplog.records)
+
+
+def test_cells_agree_with_labels_and_summary(slide_dir: Path, tmp_path: Path, field):
+    batch = process_batch([slide_dir / "a"], tmp_path / "r.xlsx", _config())
+    (result,) = batch.results
+    group = zarr.open_group(result.mask_path, mode="r")
+    cells_labels = group["labels/cells/0"][:]
+    nuclei_labels = group["labels/nuclei/0"][:]
+    assert cells_labels.dtype == np.int32 and nuclei_labels.dtype == np.int32
+    table = pd.read_excel(tmp_path / "r.xlsx", sheet_name="Cells")
+    summary = pd.read_excel(tmp_path / "r.xlsx", sheet_name="Summary").iloc[0]
+    assert summary["wbc_count"] == len(table) == len(set(np.unique(cells_labels)) - {0})
+    assert sorted(table["cell_id"]) == sorted(set(np.unique(cells_labels)) - {0})
+    for cell_type in ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil", "other"):
+        assert summary[cell_type] == (table["cell_type"] == cell_type).sum()
+    assert summary["blast_count"] == table["is_blast"].sum()
+    # nuclei carry the id of their cell; centroids (original pixels) fall inside the cell
+    inside = nuclei_labels > 0
+    assert np.all(cells_labels[inside] == nuclei_labels[inside])
+    s = 0.1 / 0.25
+    for row in table.itertuples():
+        y, x = int((row.centroid_y + 0.5) * s), int((row.centroid_x + 0.5) * s)
+        window = cells_labels[max(0, y - 3) : y + 4, max(0, x - 3) : x + 4]
+        assert row.cell_id in window, row
+        assert row.bbox_x0 <= row.centroid_x <= row.bbox_x1
+    assert len(pd.read_parquet(tmp_path / "r_cells.parquet")) == len(table)
+    assert abs(len(table) - len(field.wbcs)) <= 2  # classical segmenter; exact on truth maps
