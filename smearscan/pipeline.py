@@ -230,6 +230,7 @@ def _segment(
         if progress is not None:
             progress(result.slide, done, total)
 
+    start = time.perf_counter()
     with stage("segment"):
         result.tiles = run_tiles(
             ScaledSlide(read, s, height, width),
@@ -242,8 +243,11 @@ def _segment(
             progress=tick,
         )
     _finish(merger, store, result, spec)
+    result.stage_seconds["segment"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
     with stage("cells"):
         run_cell_stage(store, read, s, spec.input_pixel_size_um, result, config.cells)
+    result.stage_seconds["cells"] = round(time.perf_counter() - start, 3)
 
 
 def _process_into(

@@ -38,6 +38,7 @@ class SlideResult:
         platelet_count: Platelets found.
         cell_counts: WBCs per cell type.
         cells: One dict per WBC: the rows of the Cells sheet.
+        stage_seconds: Wall time of the main stages (segment, cells).
     """
 
     slide: str
@@ -66,6 +67,7 @@ class SlideResult:
     platelet_count: int | None = None
     cell_counts: dict[str, int] = field(default_factory=dict)
     cells: list[dict[str, Any]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
