@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
+from smearscan.atomic import atomic_write
 from smearscan.classify import CELL_TYPES
 from smearscan.results import SlideResult
 
@@ -194,15 +194,7 @@ def write_cells_table(frame: pd.DataFrame, path: Path) -> Path:
         target, write = path.with_suffix(".parquet"), frame.to_parquet
     except ImportError:
         target, write = path.with_suffix(".csv"), frame.to_csv
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp, index=False)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return atomic_write(target, lambda tmp: write(tmp, index=False))
 
 
 def _differential(wb: Workbook, results: Sequence[SlideResult]) -> None:
@@ -286,14 +278,7 @@ def write_report(path: Path, results: Sequence[SlideResult], run_info: dict[str,
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_cells_table(cells, path.with_name(f"{path.stem}_cells.parquet"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".xlsx", dir=path.parent)
-    os.close(fd)
-    try:
-        wb.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, wb.save)
     log.info(
         "report written: %s (%d slides, %d failed)",
         path,
