@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test test-slow test-gpu lint bench clean
+.PHONY: install browser demo test test-slow test-gpu lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# Debian's Chromium for the preview-page test. Best effort: without it (not root,
+# no package mirror) the browser test is skipped with its reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed: the browser test will be skipped"
+
 demo: install
 	$(VENV)/bin/smearscan process sample_slides --out $(DEMO_OUT)/report.xlsx
 
-test: install
+test: install browser
 	$(PY) -m pytest
 
 test-slow: install
