@@ -18,10 +18,8 @@ from __future__ import annotations
 import html
 import logging
 import math
-import os
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -30,6 +28,8 @@ import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+
+from smearscan.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -81,29 +81,13 @@ class PreviewEntry:
 # --------------------------------------------------------------------------- I/O
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _write_png(path: Path, rgb: np.ndarray) -> Path:
     """Encode an RGB (or grey) uint8 array as PNG and write it atomically."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
     ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise ValueError(f"could not encode a PNG of shape {rgb.shape} for {path}")
-    return _atomic_write(path, lambda tmp: tmp.write_bytes(buf.tobytes()))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buf.tobytes()))
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -449,6 +433,6 @@ def write_index(
                 "slide %r has unknown status %r; shown as failed", entry.slide, entry.status
             )
     page = render_index(entries, title=title)
-    out = _atomic_write(Path(out_dir) / "index.html", lambda tmp: tmp.write_text(page, "utf-8"))
+    out = atomic_write(Path(out_dir) / "index.html", lambda tmp: tmp.write_text(page, "utf-8"))
     log.info("review page written: %s (%d slides)", out, len(entries))
     return out
