@@ -176,6 +176,8 @@ def run_cell_stage(
     result.platelet_count = len(found.platelet_centres)
     counts = pd.Series([r["cell_type"] for r in result.cells], dtype=object).value_counts()
     result.cell_counts = {t: int(counts.get(t, 0)) for t in CELL_TYPES}
+    if any(r["is_blast"] for r in result.cells):
+        result.flags.append("BLASTS_PRESENT")
     log.info(
         "%s: %d WBC, %d RBC, %d platelets",
         result.slide,

@@ -73,7 +73,8 @@ def process(
         typer.Option(
             "--out",
             "-o",
-            help="Report path (.xlsx). Masks go to OUT.zarr, the log to OUT.log, beside it.",
+            help="Report path (.xlsx). Beside it: OUT_cells.parquet (the Cells rows), OUT.zarr "
+            "(masks), OUT_previews/ (overlays, index.html) and OUT.log.",
             show_default=False,
         ),
     ],
@@ -144,6 +145,15 @@ def process(
             help="Store the blended probability map in the Zarr output. Default: on.",
         ),
     ] = None,
+    previews: Annotated[
+        bool | None,
+        typer.Option(
+            "--previews/--no-previews",
+            help="Write OUT_previews/: an overlay PNG (cell contours by type, blasts "
+            "marked, ids) and a thumbnail per slide, and index.html to review them. "
+            "Default: on.",
+        ),
+    ] = None,
     quiet: Annotated[
         bool,
         typer.Option(
@@ -155,7 +165,9 @@ def process(
         typer.Option("--verbose", "-v", help="Debug messages on the console and in the log file."),
     ] = False,
 ) -> None:
-    """Segment smear images and write OUT.xlsx, OUT.zarr and OUT.log.
+    """Segment smear images, find and measure the cells, and write the report.
+
+    Writes OUT.xlsx, OUT_cells.parquet, OUT.zarr, OUT_previews/ and OUT.log.
 
     Exit codes: 0 all slides ok, 1 some slides failed, 2 usage or configuration
     error, 4 no slide found.
@@ -185,6 +197,7 @@ def process(
                 batch__workers=workers,
                 batch__scheduler=scheduler,
                 output__write_probabilities=probabilities,
+                output__write_previews=previews,
             ),
         )
         code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))

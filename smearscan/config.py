@@ -125,7 +125,11 @@ class CellsConfig:
     """How cells are separated and counted (µm, µm²); see :mod:`smearscan.instances`.
 
     Attributes:
-        lobe_link_um: Nucleus fragments closer than this are lobes of one cell.
+        lobe_link_um: A nucleus fragment smaller than ``lobe_max_area_um2`` and
+            closer than this to another fragment is a lobe of the same cell.
+        lobe_max_area_um2: Fragments this large are whole nuclei (or large lobes):
+            two of them are never joined by distance alone, so two touching cells
+            whose nuclei come close stay two cells.
         min_nucleus_area_um2: Smaller nuclei are debris or platelets on a cell.
         min_cell_area_um2: Smaller cells are debris.
         max_cell_diameter_um: Largest WBC expected (monocytes up to ~20 µm);
@@ -138,6 +142,7 @@ class CellsConfig:
     """
 
     lobe_link_um: float = 1.2
+    lobe_max_area_um2: float = 20.0
     min_nucleus_area_um2: float = 10.0
     min_cell_area_um2: float = 20.0
     max_cell_diameter_um: float = 25.0
@@ -149,6 +154,7 @@ class CellsConfig:
     def __post_init__(self) -> None:
         for name in (
             "lobe_link_um",
+            "lobe_max_area_um2",
             "min_nucleus_area_um2",
             "min_cell_area_um2",
             "max_cell_diameter_um",
@@ -171,10 +177,22 @@ class OutputConfig:
     Attributes:
         write_probabilities: Store the blended probability map (uint8, p*255).
         write_image: Store the resampled RGB image the masks refer to.
+        write_previews: Write ``OUT_previews/`` (overlay and thumbnail per slide,
+            ``index.html``).
+        preview_max_side_px: Longest side of an overlay PNG; larger slides are
+            downscaled (fields up to this size keep their own resolution).
     """
 
     write_probabilities: bool = True
     write_image: bool = True
+    write_previews: bool = True
+    preview_max_side_px: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.preview_max_side_px < 256:
+            raise ConfigError(
+                f"output.preview_max_side_px must be at least 256, got {self.preview_max_side_px}"
+            )
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,71 @@ def evaluate_mask_set(
             nucleus_dice=dice(pred == NUCLEUS_CLASS, mask == 255),
             cell_dice=dice(np.isin(pred, CELL_CLASSES), mask >= 128),
         )
+
+
+@dataclass(frozen=True)
+class InstanceScore:
+    """How a set of predicted instances matches the true ones.
+
+    Attributes:
+        matches: ``(truth_id, pred_id, iou)`` of every matched pair, in truth order.
+        missed: Truth ids with no prediction overlapping at ``min_iou``.
+        extra: Predicted ids matched to no truth.
+    """
+
+    matches: list[tuple[int, int, float]]
+    missed: list[int]
+    extra: list[int]
+
+    @property
+    def ious(self) -> np.ndarray:
+        """float64 ``(n_matches,)`` IoU of each match."""
+        return np.array([m[2] for m in self.matches], np.float64)
+
+
+def match_instances(truth: np.ndarray, pred: np.ndarray, *, min_iou: float = 0.5) -> InstanceScore:
+    """One-to-one matching of two instance label images by IoU.
+
+    With ``min_iou >= 0.5`` a truth instance can overlap at most one prediction at
+    that level, so the greedy highest-IoU-first matching is optimal.
+
+    Args:
+        truth: int ``(H, W)`` true labels (0 = background).
+        pred: int ``(H, W)`` predicted labels, same shape.
+        min_iou: Smallest IoU that counts as a match.
+
+    Returns:
+        The matches, the missed truth ids and the extra predicted ids.
+    """
+    if truth.shape != pred.shape:
+        raise ValueError(f"label images differ in shape: {truth.shape} vs {pred.shape}")
+    t = truth.ravel().astype(np.int64)
+    p = pred.ravel().astype(np.int64)
+    t_ids, t_area = np.unique(t[t > 0], return_counts=True)
+    p_ids, p_area = np.unique(p[p > 0], return_counts=True)
+    both = (t > 0) & (p > 0)
+    pairs, inter = np.unique(np.stack([t[both], p[both]]), axis=1, return_counts=True)
+    t_size = dict(zip(t_ids.tolist(), t_area.tolist(), strict=True))
+    p_size = dict(zip(p_ids.tolist(), p_area.tolist(), strict=True))
+    candidates = sorted(
+        (
+            (n / (t_size[a] + p_size[b] - n), a, b)
+            for (a, b), n in zip(pairs.T.tolist(), inter.tolist(), strict=True)
+        ),
+        reverse=True,
+    )
+    used_t: set[int] = set()
+    used_p: set[int] = set()
+    matches = []
+    for iou, a, b in candidates:
+        if iou < min_iou:
+            break
+        if a in used_t or b in used_p:
+            continue
+        used_t.add(a)
+        used_p.add(b)
+        matches.append((a, b, iou))
+    matches.sort()
+    missed = [int(i) for i in t_ids if int(i) not in used_t]
+    extra = [int(i) for i in p_ids if int(i) not in used_p]
+    return InstanceScore(matches, missed, extra)

@@ -4,11 +4,10 @@ Input is the ``labels/classes`` map of a slide (uint8, model scale; values of
 :data:`~smearscan.models.base.SEMANTIC_CLASSES`). Output:
 
 * WBC instances: each white cell is one nucleus (its 2-5 lobes grouped when
-  they lie within ``lobe_link_um`` of each other) plus the cytoplasm of its
-  clump that is closest to it: a nucleus-seeded split of each WBC clump by
-  exact distance to the nearest nucleus (a Voronoi watershed). Two touching
-  cells split along the line half-way between their nuclei; the lobes of one
-  neutrophil stay one cell. Debris and stain specks are removed
+  they lie within ``lobe_link_um`` of each other) plus its share of the
+  cytoplasm of its clump: a nucleus-seeded watershed on the clump's distance
+  transform, so touching cells part along the neck between them; the lobes
+  of one neutrophil stay one cell. Debris and stain specks are removed
   by minimum nucleus and cell areas in µm².
 * RBC count: peaks of the distance transform of the RBC mask (overlapping
   red cells in a clump each keep their own peak), at least a third of an
@@ -34,6 +33,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
+from skimage.segmentation import watershed
 
 from smearscan.config import CellsConfig
 from smearscan.tiling import Window
@@ -86,26 +86,28 @@ def _disk(radius_px: float) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def _split_by_nearest_nucleus(component: np.ndarray, markers: np.ndarray) -> np.ndarray:
-    """Give each pixel of one WBC clump to its nearest nucleus.
+def _split_clump(component: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """Split one WBC clump among its nuclei by a seeded distance-transform watershed.
+
+    Each nucleus floods the clump downhill on the negated distance to the clump's
+    edge, so two touching round cells part along their neck (where the clump is
+    narrowest), not half-way between their nuclei: a small lymphocyte beside a
+    large neutrophil keeps its own rim of cytoplasm.
 
     Args:
         component: bool ``(h, w)`` the clump.
         markers: int32 ``(h, w)`` nucleus ids inside the clump (0 elsewhere).
 
     Returns:
-        int32 ``(h, w)`` ids over the clump. Distances are exact Euclidean
-        distances, and a pixel at equal distance from two nuclei goes to the
-        nucleus with the smaller centroid (row, column), so the split does not
-        depend on where a processing window starts.
+        int32 ``(h, w)`` ids over the clump. The result depends only on the clump
+        (its bounding box), not on where a processing window starts.
     """
     ids = np.unique(markers[markers > 0])
     if len(ids) == 1:
         return np.where(component, ids[0], 0).astype(np.int32)
-    centroids = ndi.center_of_mass(np.ones_like(markers), markers, ids)
-    ids = ids[np.lexsort(np.asarray(centroids).T[::-1])]
-    dist = np.stack([ndi.distance_transform_edt(markers != i) for i in ids])
-    return np.where(component, ids[np.argmin(dist, axis=0)], 0).astype(np.int32)
+    padded = np.pad(component, 1)
+    dist = ndi.distance_transform_edt(padded)[1:-1, 1:-1]
+    return watershed(-dist, markers, mask=component).astype(np.int32)
 
 
 def wbc_labels(classes: np.ndarray, pixel_size_um: float, config: CellsConfig) -> np.ndarray:
@@ -123,8 +125,12 @@ def wbc_labels(classes: np.ndarray, pixel_size_um: float, config: CellsConfig) -
     nucleus = (classes == NUCLEUS).astype(np.uint8)
     if not nucleus.any():
         return np.zeros(classes.shape, np.int32)
-    linked = cv2.dilate(nucleus, _disk(config.lobe_link_um / pixel_size_um / 2))
-    groups, _ = ndi.label(linked)
+    # lobes: small fragments reach out by lobe_link_um; large ones (whole nuclei) do not
+    fragments, _ = ndi.label(nucleus)
+    lobe_sized = np.bincount(fragments.ravel()) * px2 < config.lobe_max_area_um2
+    lobe_sized[0] = False
+    reach = cv2.dilate(lobe_sized[fragments].astype(np.uint8), _disk(config.lobe_link_um / pixel_size_um))
+    groups, _ = ndi.label(nucleus | reach)
     markers = np.where(nucleus > 0, groups, 0).astype(np.int32)
     # drop nucleus groups too small to be a WBC nucleus (platelets on a cell, specks)
     small = np.flatnonzero(np.bincount(markers.ravel()) * px2 < config.min_nucleus_area_um2)
@@ -137,7 +143,7 @@ def wbc_labels(classes: np.ndarray, pixel_size_um: float, config: CellsConfig) -
         if sl is None or not markers[sl][clumps[sl] == index].any():
             continue  # cytoplasm-coloured region without a nucleus: not a cell
         component = clumps[sl] == index
-        split = _split_by_nearest_nucleus(component, np.where(component, markers[sl], 0))
+        split = _split_clump(component, np.where(component, markers[sl], 0))
         labels[sl][component] = split[component]
     sizes = np.bincount(labels.ravel())
     tiny = np.flatnonzero(sizes * px2 < config.min_cell_area_um2)

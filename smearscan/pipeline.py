@@ -37,6 +37,7 @@ from smearscan.registry import load_model
 from smearscan.report import write_report
 from smearscan.resample import Reader, resample_window, scale_factor, scaled_shape
 from smearscan.results import BatchResult, OutputPaths, SlideResult
+from smearscan.review import write_review_page, write_slide_previews
 from smearscan.scale import estimate_pixel_size
 from smearscan.segmentation import ScaledSlide, band_rows_for, plan_grid, run_tiles
 from smearscan.slide_io import Slide, list_inputs, open_slide, read_region
@@ -196,8 +197,9 @@ def _segment(
     zarr_path: Path,
     key: str,
     progress: TileProgress | None,
+    previews_dir: Path | None,
 ) -> None:
-    """Resample, calibrate, run the tiles and write the masks of one opened slide."""
+    """Resample, calibrate, run the tiles, write the masks, find the cells, draw the previews."""
     model, spec, predictor = _predictor(config)
     s = scale_factor(pixel_size_um, spec.input_pixel_size_um)
     height, width = scaled_shape(slide.height, slide.width, s)
@@ -248,6 +250,37 @@ def _segment(
     with stage("cells"):
         run_cell_stage(store, read, s, spec.input_pixel_size_um, result, config.cells)
     result.stage_seconds["cells"] = round(time.perf_counter() - start, 3)
+    if previews_dir is not None:
+        _previews(read, store, result, s, previews_dir, key, config)
+
+
+def _previews(
+    read: Reader,
+    store: SlideStore,
+    result: SlideResult,
+    s: float,
+    previews_dir: Path,
+    key: str,
+    config: ProcessConfig,
+) -> None:
+    """Overlay and thumbnail of one slide. A failure here is a note, not a failed slide:
+    the counts and masks are already written and stay valid."""
+    start = time.perf_counter()
+    try:
+        write_slide_previews(
+            read,
+            store.group["labels/cells/0"],
+            result,
+            s,
+            previews_dir,
+            key,
+            max_side_px=config.output.preview_max_side_px,
+        )
+    except Exception as exc:  # noqa: BLE001 - previews must never cost a slide its counts
+        log.error("%s: preview not written: %s: %s", result.slide, type(exc).__name__, exc)
+        log.debug("preview failure", exc_info=True)
+        result.notes.append(f"preview not written: {type(exc).__name__}: {exc}")
+    result.stage_seconds["preview"] = round(time.perf_counter() - start, 3)
 
 
 def _process_into(
@@ -256,6 +289,7 @@ def _process_into(
     zarr_path: Path,
     key: str,
     progress: TileProgress | None,
+    previews_dir: Path | None = None,
 ) -> None:
     """Run every stage for ``result.path``, filling ``result`` as the stages go."""
     start = time.perf_counter()
@@ -268,7 +302,7 @@ def _process_into(
         with stage("scale"):
             pixel_size, result.pixel_size_method = resolve_pixel_size(slide, config.scale)
             result.pixel_size_um = pixel_size
-        _segment(slide, result, pixel_size, config, Path(zarr_path), key, progress)
+        _segment(slide, result, pixel_size, config, Path(zarr_path), key, progress, previews_dir)
     finally:
         slide.close()
         result.seconds = round(time.perf_counter() - start, 3)
@@ -282,8 +316,9 @@ def process_slide(
     relative: str | None = None,
     key: str | None = None,
     progress: TileProgress | None = None,
+    previews_dir: Path | None = None,
 ) -> SlideResult:
-    """Segment one slide and write its masks into ``zarr_path``.
+    """Segment one slide, write its masks into ``zarr_path``, find and measure its cells.
 
     Args:
         path: Image file.
@@ -292,6 +327,7 @@ def process_slide(
         relative: Name of the slide in the report (default: the file name).
         key: Zarr group name (default: derived from ``relative``).
         progress: Optional per-tile progress callback.
+        previews_dir: Where to write the overlay and thumbnail (None: no previews).
 
     Returns:
         The slide's result, status ``ok``.
@@ -301,7 +337,7 @@ def process_slide(
     """
     relative = relative or Path(path).name
     result = SlideResult(slide=relative, path=str(Path(path).resolve()))
-    _process_into(result, config, zarr_path, key or slide_key(relative), progress)
+    _process_into(result, config, zarr_path, key or slide_key(relative), progress, previews_dir)
     log.info(
         "%s: %dx%d px at %.4g µm/px (%s), %d tiles, %.2f s",
         relative,
@@ -325,7 +361,11 @@ class SlideTask:
 
 
 def run_slide_safely(
-    task: SlideTask, config: ProcessConfig, zarr_path: Path, progress: TileProgress | None = None
+    task: SlideTask,
+    config: ProcessConfig,
+    zarr_path: Path,
+    progress: TileProgress | None = None,
+    previews_dir: Path | None = None,
 ) -> SlideResult:
     """:func:`process_slide` that records a failure in the result instead of raising.
 
@@ -333,12 +373,13 @@ def run_slide_safely(
     """
     result = SlideResult(slide=task.relative, path=str(Path(task.path).resolve()))
     try:
-        _process_into(result, config, zarr_path, task.key, progress)
+        _process_into(result, config, zarr_path, task.key, progress, previews_dir)
     except ProcessingError as exc:
         log.error("%s failed at %s: %s", task.relative, exc.stage, exc.message)
         result.status, result.error_stage, result.error = "failed", exc.stage, exc.message
         result.mask_path = ""
         discard_slide_store(zarr_path, task.key)
+        result.preview_path = ""
     return result
 
 
@@ -377,12 +418,14 @@ def process_batch(
         on_start(tasks)
     outputs.report.parent.mkdir(parents=True, exist_ok=True)
     zarr.open_group(outputs.zarr, mode="a", zarr_format=3)  # create the root once, up front
+    previews = outputs.previews.resolve() if config.output.write_previews else None
     distributed = bool(config.batch.scheduler)
     fn = partial(
         run_slide_safely,
         config=config,
         zarr_path=outputs.zarr.resolve(),
         progress=None if distributed else progress,
+        previews_dir=previews,
     )
     results = run_tasks(
         fn,
@@ -393,4 +436,6 @@ def process_batch(
     )
     info = run_info(config, inputs, outputs, started, datetime.now(UTC).astimezone(), results)
     write_report(outputs.report, results, info)
+    if previews is not None:
+        write_review_page(results, previews)
     return BatchResult(results=results, outputs=outputs, run_info=info)

@@ -10,6 +10,16 @@ per RGB channel ``c``, which turns the stain amounts into additive quantities:
   blue nuclei and platelets, low for the pink/salmon eosin of RBCs and for background.
 * ``eosin`` = ``OD_G - OD_R``: green minus red absorbance; higher for the pink/salmon
   RBCs than for the pale blue-grey WBC cytoplasm.
+* ``blue`` = ``OD_B - OD_G``: blue minus green absorbance. Near 0 for the salmon RBCs
+  (they absorb green and blue alike), clearly negative for the lilac, blue and
+  purple WBC cytoplasm and nuclei, positive for the orange eosinophil granules.
+
+``eosin`` and ``blue`` are differences of optical densities, so uneven
+illumination (vignetting multiplies the intensity, i.e. adds the same OD to
+every channel) cancels out of them: together they place a pixel's colour on
+the chroma plane, independent of its brightness. Relative to the background
+colour they separate pale cytoplasm from background, and cytoplasm from RBCs,
+where ``darkness`` alone cannot.
 
 Colours vary a lot between labs, so the thresholds on these features are fixed per slide
 by :func:`calibrate_stain` on a sample of the slide (Otsu on the sample plus guards for
@@ -44,6 +54,16 @@ MIN_NUCLEUS_GAP = 0.3
 FALLBACK_NUCLEUS_GAP = 0.6
 #: Fallback nucleus threshold above the 99.5th percentile of the foreground score.
 FALLBACK_FG_TAIL_MARGIN = 0.1
+#: Share of the lightest sample pixels whose colour (mode) is the background colour.
+BACKGROUND_LIGHTEST_SHARE = 0.10
+#: RBC colour sample: foreground pixels at least this far (um) from any nucleus stain...
+RBC_SAMPLE_CLEARANCE_UM = 6.0
+#: ...and at least this share of the sample; otherwise the default RBC colour is used.
+RBC_SAMPLE_MIN_SHARE = 0.01
+#: Default RBC colour relative to the background (eosin, blue): salmon-pink.
+DEFAULT_RBC_CHROMA = (0.25, -0.06)
+#: Smallest chroma (OD) an RBC colour sample must have to be trusted.
+MIN_RBC_CHROMA = 0.06
 
 
 @dataclass(frozen=True)
@@ -54,11 +74,13 @@ class StainFeatures:
         darkness: float32 ``(H, W)``, summed optical density (unitless OD).
         nucleus_score: float32 ``(H, W)``, ``OD_G - OD_B + 0.5 * OD_R``.
         eosin: float32 ``(H, W)``, ``OD_G - OD_R``.
+        blue: float32 ``(H, W)``, ``OD_B - OD_G``.
     """
 
     darkness: np.ndarray
     nucleus_score: np.ndarray
     eosin: np.ndarray
+    blue: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -72,6 +94,12 @@ class StainCalibration:
         cyto_threshold: Darkness above which a pixel next to a nucleus is WBC cytoplasm.
         nucleus_threshold: Nucleus score above which a pixel is nucleus/platelet stain.
         source: How the values were obtained (``default``, ``otsu``, ``no-wbc fallback``...).
+        background_eosin: ``eosin`` of the background (its tint): the mode over the
+            lightest pixels.
+        background_blue: ``blue`` of the background.
+        rbc_eosin: Typical RBC ``eosin`` relative to the background.
+        rbc_blue: Typical RBC ``blue`` relative to the background.
+        rbc_source: ``sample`` (measured on RBCs away from nuclei) or ``default``.
     """
 
     background_darkness: float
@@ -80,6 +108,11 @@ class StainCalibration:
     cyto_threshold: float
     nucleus_threshold: float
     source: str
+    background_eosin: float = 0.0
+    background_blue: float = 0.0
+    rbc_eosin: float = DEFAULT_RBC_CHROMA[0]
+    rbc_blue: float = DEFAULT_RBC_CHROMA[1]
+    rbc_source: str = "default"
 
 
 #: Built-in statistics, typical of May-Grunwald-Giemsa / Wright smears (used uncalibrated).
@@ -127,13 +160,39 @@ def stain_features(rgb: np.ndarray) -> StainFeatures:
         darkness=od_r + od_g + od_b,
         nucleus_score=od_g - od_b + 0.5 * od_r,
         eosin=od_g - od_r,
+        blue=od_b - od_g,
     )
 
 
-def _subsample(rgb: np.ndarray) -> np.ndarray:
-    """Stride-subsample whole rows/columns so that at most ~MAX_CALIBRATION_PIXELS remain."""
-    step = int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / MAX_CALIBRATION_PIXELS)))
-    return rgb if step <= 1 else np.ascontiguousarray(rgb[::step, ::step])
+def _subsample_step(rgb: np.ndarray) -> int:
+    """Stride that leaves at most ~MAX_CALIBRATION_PIXELS of ``rgb``."""
+    return max(1, int(np.ceil(np.sqrt(rgb.shape[0] * rgb.shape[1] / MAX_CALIBRATION_PIXELS))))
+
+
+def _rbc_chroma(
+    feats: StainFeatures,
+    nucleus_threshold: float,
+    fg_threshold: float,
+    background: tuple[float, float],
+    clearance_px: int,
+) -> tuple[float, float, str]:
+    """Typical RBC colour (eosin, blue) relative to the background, and its source.
+
+    Measured as the median colour of foreground pixels (darker than ``fg_threshold``)
+    that lie at least ``clearance_px`` from any nucleus-stained pixel, so WBC cytoplasm
+    is left out. Falls back to :data:`DEFAULT_RBC_CHROMA` on samples with too few such
+    pixels (single-cell crops) or with a colourless result.
+    """
+    stain = (feats.nucleus_score > nucleus_threshold).astype(np.uint8)
+    size = 2 * clearance_px + 1
+    near = cv2.dilate(stain, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))) > 0
+    chosen = (feats.darkness > fg_threshold) & ~near
+    if chosen.sum() >= RBC_SAMPLE_MIN_SHARE * chosen.size:
+        eosin = float(np.median(feats.eosin[chosen])) - background[0]
+        blue = float(np.median(feats.blue[chosen])) - background[1]
+        if np.hypot(eosin, blue) >= MIN_RBC_CHROMA and eosin > 0:
+            return eosin, blue, "sample"
+    return DEFAULT_RBC_CHROMA[0], DEFAULT_RBC_CHROMA[1], "default"
 
 
 def _nucleus_threshold(
@@ -165,7 +224,25 @@ def _nucleus_threshold(
     )
 
 
-def calibrate_stain(sample: np.ndarray) -> StainCalibration:
+def _mode(values: np.ndarray, bin_width: float = 0.005) -> float:
+    """Most frequent value (histogram peak, smoothed over 3 bins) of a 1-D array.
+
+    The background colour is the mode of the lighter Otsu class rather than its
+    median: on fields with pale RBC centres or pale cytoplasm that class also holds
+    some stained pixels, which shift a median but not the peak.
+    """
+    if values.size == 0:
+        return 0.0
+    lo, hi = np.percentile(values, [1, 99])
+    if hi - lo < bin_width:
+        return float(np.median(values))
+    counts, edges = np.histogram(values, bins=int(np.ceil((hi - lo) / bin_width)), range=(lo, hi))
+    smooth = np.convolve(counts, np.ones(3), mode="same")
+    peak = int(np.argmax(smooth))
+    return float((edges[peak] + edges[peak + 1]) / 2)
+
+
+def calibrate_stain(sample: np.ndarray, pixel_size_um: float = 0.25) -> StainCalibration:
     """Fix the slide-level thresholds from a sample of the slide.
 
     Background: Otsu on darkness splits the sample; the median darkness/score of the
@@ -175,12 +252,14 @@ def calibrate_stain(sample: np.ndarray) -> StainCalibration:
 
     Args:
         sample: RGB uint8 ``(H, W, 3)`` sample of the slide at the segmenter's input scale.
+        pixel_size_um: Pixel size of ``sample`` (sets the RBC sample's clearance).
 
     Returns:
         The slide's :class:`StainCalibration`.
     """
     check_rgb(sample, "calibration sample")
-    feats = stain_features(_subsample(sample))
+    step = _subsample_step(sample)
+    feats = stain_features(np.ascontiguousarray(sample[::step, ::step]))
     dark = feats.darkness.ravel()
     score = feats.nucleus_score.ravel()
     if dark.size < 64 or float(np.ptp(dark)) < 0.05:
@@ -192,6 +271,10 @@ def calibrate_stain(sample: np.ndarray) -> StainCalibration:
     bg_score = float(np.median(score[bg]))
     fg_thr = bg_dark + FG_MARGIN_OD
     nuc_thr, source = _nucleus_threshold(score, score[dark > fg_thr], bg_score)
+    lightest = dark <= np.quantile(dark, BACKGROUND_LIGHTEST_SHARE)
+    background = (_mode(feats.eosin.ravel()[lightest]), _mode(feats.blue.ravel()[lightest]))
+    clearance = max(1, round(RBC_SAMPLE_CLEARANCE_UM / (pixel_size_um * step)))
+    rbc_eosin, rbc_blue, rbc_source = _rbc_chroma(feats, nuc_thr, fg_thr, background, clearance)
     cal = StainCalibration(
         background_darkness=bg_dark,
         background_score=bg_score,
@@ -199,6 +282,11 @@ def calibrate_stain(sample: np.ndarray) -> StainCalibration:
         cyto_threshold=bg_dark + CYTO_MARGIN_OD,
         nucleus_threshold=nuc_thr,
         source=source,
+        background_eosin=background[0],
+        background_blue=background[1],
+        rbc_eosin=rbc_eosin,
+        rbc_blue=rbc_blue,
+        rbc_source=rbc_source,
     )
     logger.debug("stain calibration: %s", cal)
     return cal

@@ -8,9 +8,13 @@ The algorithm, per image at 0.25 um/px, with thresholds fixed per slide by
 3. Its connected components: those fitting a 4 um box are platelets unless they lie
    within 2 um of a larger stain component (then they are nucleus lobes); larger
    components are WBC nuclei, with their small holes (pale chromatin) filled.
-4. WBC cytoplasm: stained (not background-pale), not RBC-pink foreground within 5 um of
-   a nucleus; closed and hole-filled together with the nucleus.
-5. RBC: the remaining foreground with its pale centres filled; small specks dropped.
+4. RBC-coloured regions: colour near the line from the background colour to the
+   slide's typical RBC colour on the chroma plane (illumination-independent), not in a
+   dense field of orange eosinophil granules; pale centres filled.
+5. WBC cytoplasm: pixels within 7 um of a nucleus whose colour (averaged over 0.5 um)
+   differs from the background's and that are darker than the local background, not
+   RBC-coloured; closed and hole-filled together with the nucleus.
+6. RBC: the RBC-coloured regions outside the WBCs; small specks dropped.
 
 Every step has a bounded support and the size filters use bounding boxes (see
 :mod:`smearscan.segmenters.morphology`), so the output on a window equals whole-image
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import logging
 
+import cv2
 import numpy as np
 import torch
 
@@ -30,6 +35,7 @@ from smearscan.segmenters import morphology as morph
 from smearscan.stain import (
     DEFAULT_CALIBRATION,
     StainCalibration,
+    StainFeatures,
     calibrate_stain,
     check_rgb,
     stain_features,
@@ -53,46 +59,76 @@ SPECK_MAX_AREA = 6
 LOBE_LINK_R = 8  # 2 um: a small stain blob this close to a nucleus is a lobe of it
 NUCLEUS_HOLE_SIDE = 16  # 4 um: pale chromatin holes filled in nuclei
 NUCLEUS_HOLE_AREA = 120
-CYTO_R = 20  # 5 um: cytoplasm extends at most this far from the nucleus
-CYTO_OPEN_R = 2
+CYTO_R = 28  # 7 um: cytoplasm extends at most this far from the nucleus
+CYTO_OPEN_R = 1  # keeps the 1 um cytoplasm rim of lymphocytes
 CYTO_CLOSE_R = 3
 CELL_HOLE_SIDE = 24  # 6 um
 CELL_HOLE_AREA = 300
+RBC_OPEN_R = 2
 RBC_HOLE_SIDE = 24  # 6 um: pale RBC centres
 RBC_HOLE_AREA = 300
 RBC_MIN_SIDE = 8  # 2 um: smaller foreground specks are not RBCs
 RBC_MIN_AREA = 30
-#: Eosin feature (OD_G - OD_R, absolute, not relative to the background) above which
-#: foreground next to a nucleus is taken for a pink RBC rather than WBC cytoplasm.
-#: Fixed on purpose: a threshold relative to the calibrated background eosin (median
-#: over Otsu's background class; ~0.0 on jiangxi, ~0.13 on cellavision) was measured with
-#: benchmarks/classical_dice.py, whole-cell Dice jiangxi / cellavision: fixed 0.3 gives
-#: 0.726 / 0.800; background + 0.2, + 0.25, + 0.3 give 0.664 / 0.782, 0.706 / 0.765,
-#: 0.751 / 0.742; halfway-type levels between the background and the RBC eosin (median
-#: over stained non-nucleus pixels) gave 0.59-0.68 / 0.73-0.79, since on single-WBC
-#: fields that median is mostly WBC cytoplasm. Nucleus Dice is unaffected (0.908 / 0.913).
-RBC_EOSIN_THRESHOLD = 0.3
 
-#: Radius of spatial support of the whole algorithm, in input pixels: the sum of the
-#: supports of the chained steps (smoothing, stain cleaning, component size filter and
-#: lobe linking, nucleus hole filling, cytoplasm growth, opening/closing and filling,
-#: and the RBC specks filter, whose decision reads the WBC mask).
-CLASSICAL_HALO_PX = (
+# Colour decisions on the chroma plane (eosin and blue relative to the background
+# colour, see smearscan.stain), tuned on the synthetic sample fields and wbc-seg
+# (benchmarks/cells_synthetic.py, benchmarks/classical_dice.py).
+CHROMA_SIGMA = 2.0  # 0.5 um: colour averaged over granules before the decisions
+CHROMA_R = 12  # support of that Gaussian (kernel 25 px)
+#: Cytoplasm: colour at least this far (OD) from the background colour...
+CYTO_CHROMA_MIN = 0.08
+#: ...and darker than the local background (minimum over LOCAL_BG_R px, which follows
+#: vignetting) by this much (OD): pale RBC ghosts of yellowish fields have some colour
+#: but almost no density.
+CYTO_DARK_MARGIN = 0.2
+LOCAL_BG_R = 48  # 12 um: half-width of the local-background window
+#: RBC colour: at least this far along the background -> typical-RBC colour line
+#: (0 = background, 1 = the slide's typical RBC; pale centres are filled afterwards)...
+RBC_ALONG_MIN = 0.35
+#: ...and within this angle of that line (cosine): lilac, blue and purple cytoplasm
+#: (45 degrees and more away on the synthetic stains) is not taken for an RBC.
+RBC_COS_MIN = 0.9
+#: Orange (eosinophil granule) pixels: eosin above ORANGE_EOSIN_MIN and blue above
+#: ORANGE_SLOPE times the eosin. Where they are dense (ORANGE_DENSITY of the pixels
+#: within ~2 um), nothing is an RBC: that is an eosinophil's cytoplasm.
+ORANGE_EOSIN_MIN = 0.08
+ORANGE_SLOPE = 0.3
+ORANGE_SIGMA = 8.0
+ORANGE_R = 24  # support of the orange-density Gaussian
+ORANGE_DENSITY = 0.08
+
+# Radius of spatial support of each step, in input pixels: a step's support is the
+# largest support among its inputs plus its own reach. The output on a window equals
+# whole-image output when the input extends CLASSICAL_HALO_PX beyond the window.
+_NUCLEUS_SUPPORT = (  # nucleus and platelet masks
     FEATURE_RADIUS
     + 2 * STAIN_OPEN_R
     + 2 * STAIN_CLOSE_R
+    + SPECK_MAX_SIDE
     + PLATELET_MAX_SIDE
     + LOBE_LINK_R
     + NUCLEUS_HOLE_SIDE
-    + CYTO_R
+)
+_RED_SUPPORT = (  # RBC-coloured regions
+    FEATURE_RADIUS + max(ORANGE_R, CHROMA_R) + 2 * RBC_OPEN_R + RBC_HOLE_SIDE + RBC_MIN_SIDE
+)
+_STAINED_SUPPORT = max(
+    CHROMA_R + max(_RED_SUPPORT, _NUCLEUS_SUPPORT),  # colour averaged outside RBCs/nuclei
+    FEATURE_RADIUS + CHROMA_R + LOCAL_BG_R,  # darkness above the local background
+)
+_CYTO_SUPPORT = (
+    max(_NUCLEUS_SUPPORT + CYTO_R, _STAINED_SUPPORT, _RED_SUPPORT)
     + 2 * CYTO_OPEN_R
     + 2 * CYTO_CLOSE_R
     + CELL_HOLE_SIDE
-    + RBC_MIN_SIDE
 )
+#: Radius of spatial support of the whole algorithm (the RBC class is last: it reads
+#: the cytoplasm, nucleus and platelet masks, then drops small specks).
+CLASSICAL_HALO_PX = max(_CYTO_SUPPORT, _NUCLEUS_SUPPORT + 1) + RBC_MIN_SIDE
 
-#: Preferred tile side: with a 109 px halo, 1024 px tiles spend 57 % of their
-#: pixels on output (512 px tiles only 26 %); a batch of 8 stays under ~250 MB.
+#: Preferred tile side: with the 118 px halo, 1024 px tiles spend 59 % of their
+#: pixels on output (512 px tiles 29 %); a batch of 8 stays under ~300 MB. A
+#: 2592x1944 field at 0.1 um/px (1037x778 at this scale) is a single tile.
 CLASSICAL_TILE_PX = 1024
 
 #: Probability mass spread over the other classes (soft one-hot memberships).
@@ -128,23 +164,88 @@ def _nuclei_and_platelets(
     return nucleus, platelet
 
 
+def _blur(image: np.ndarray, sigma: float, radius: int) -> np.ndarray:
+    """Gaussian blur with a ``(2 radius + 1)``-px kernel (support ``radius``), mirrored edges."""
+    size = 2 * radius + 1
+    return cv2.GaussianBlur(image, (size, size), sigma, borderType=cv2.BORDER_REFLECT_101)
+
+
+def _chroma(feats: StainFeatures, cal: StainCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """Eosin and blue relative to the background colour: float32 ``(H, W)`` each."""
+    return (
+        feats.eosin - np.float32(cal.background_eosin),
+        feats.blue - np.float32(cal.background_blue),
+    )
+
+
+def _red_cells(feats: StainFeatures, cal: StainCalibration) -> np.ndarray:
+    """Solid RBC-coloured regions (pale centres filled), before WBCs are taken out.
+
+    A pixel is RBC-coloured when its chroma (smoothed over 0.5 um) lies near the line
+    from the background colour to the slide's typical RBC colour (within
+    :data:`RBC_COS_MIN`), at least :data:`RBC_ALONG_MIN` of the way, and not in a
+    dense field of orange eosinophil granules.
+
+    Returns:
+        Bool ``(H, W)`` mask.
+    """
+    eosin, blue = _chroma(feats, cal)
+    orange = ((eosin > ORANGE_EOSIN_MIN) & (blue > ORANGE_SLOPE * eosin)).astype(np.float32)
+    granular = _blur(orange, ORANGE_SIGMA, ORANGE_R) > ORANGE_DENSITY
+    eosin = _blur(eosin, CHROMA_SIGMA, CHROMA_R)
+    blue = _blur(blue, CHROMA_SIGMA, CHROMA_R)
+    d_e, d_b = np.float32(cal.rbc_eosin), np.float32(cal.rbc_blue)
+    dot = eosin * d_e + blue * d_b
+    along = dot / (d_e * d_e + d_b * d_b)
+    cos = dot / (np.hypot(eosin, blue) * np.hypot(d_e, d_b) + np.float32(1e-6))
+    red = (along > RBC_ALONG_MIN) & (cos > RBC_COS_MIN) & ~granular
+    red = morph.opening(red, RBC_OPEN_R)
+    red = morph.fill_small_holes(red, RBC_HOLE_SIDE, RBC_HOLE_AREA)
+    return morph.remove_small(red, RBC_MIN_SIDE, RBC_MIN_AREA)
+
+
+def _local_background(darkness: np.ndarray) -> np.ndarray:
+    """Darkness of the local background: the minimum within :data:`LOCAL_BG_R` px.
+
+    Follows uneven illumination (vignetting) that a slide-wide level cannot; the
+    square window (separable, fast) reaches past the largest WBC.
+    """
+    size = 2 * LOCAL_BG_R + 1
+    return cv2.erode(darkness, np.ones((size, size), np.uint8), borderType=cv2.BORDER_REFLECT_101)
+
+
 def _cytoplasm(
-    nucleus: np.ndarray, darkness: np.ndarray, eosin: np.ndarray, cal: StainCalibration
+    nucleus: np.ndarray, red: np.ndarray, feats: StainFeatures, cal: StainCalibration
 ) -> np.ndarray:
-    """WBC cytoplasm: stained, non-pink pixels within :data:`CYTO_R` of a nucleus.
+    """WBC cytoplasm: stained pixels within :data:`CYTO_R` of a nucleus, not in an RBC.
+
+    "Stained" means a colour away from the background's, averaged over 0.5 um of the
+    pixels that are neither RBC nor nucleus (so granules count and an RBC's colour
+    does not bleed into the background around it), and darker than the local
+    background.
 
     Args:
         nucleus: bool ``(H, W)`` nucleus mask.
-        darkness: float32 ``(H, W)`` summed optical density.
-        eosin: float32 ``(H, W)`` eosin feature ``OD_G - OD_R``.
+        red: bool ``(H, W)`` RBC-coloured regions (:func:`_red_cells`).
+        feats: Colour features of the image.
         cal: Slide calibration.
 
     Returns:
         Bool ``(H, W)`` cytoplasm mask (disjoint from ``nucleus``).
     """
-    stained = darkness > cal.cyto_threshold
-    pink = eosin > RBC_EOSIN_THRESHOLD
-    cyto = morph.dilate(nucleus, CYTO_R) & stained & ~pink & ~nucleus
+    eosin, blue = _chroma(feats, cal)
+    free = (~(red | nucleus)).astype(np.float32)
+    num = _blur(np.hypot(eosin, blue) * free, CHROMA_SIGMA, CHROMA_R)
+    den = _blur(free, CHROMA_SIGMA, CHROMA_R)
+    stained = num > CYTO_CHROMA_MIN * np.maximum(den, np.float32(1e-3))
+    darkness = _blur(feats.darkness, CHROMA_SIGMA, CHROMA_R)
+    stained &= darkness - _local_background(darkness) > CYTO_DARK_MARGIN
+    cyto = morph.dilate(nucleus, CYTO_R) & stained & ~nucleus
+    if cal.rbc_source != "default":
+        # RBC colour measured on this slide: RBC-coloured pixels are not cytoplasm. With
+        # the default colour (samples without RBCs away from the WBCs, e.g. single-cell
+        # crops) a pink neutrophil cytoplasm may match it, so it is not used here.
+        cyto &= ~red
     cyto = morph.opening(cyto, CYTO_OPEN_R)
     cell = morph.closing(cyto | nucleus, CYTO_CLOSE_R)
     cell = morph.fill_small_holes(cell, CELL_HOLE_SIDE, CELL_HOLE_AREA)
@@ -163,9 +264,9 @@ def segment_labels(rgb: np.ndarray, cal: StainCalibration) -> np.ndarray:
     """
     feats = stain_features(rgb)
     nucleus, platelet = _nuclei_and_platelets(feats.nucleus_score, feats.darkness, cal)
-    cyto = _cytoplasm(nucleus, feats.darkness, feats.eosin, cal)
-    fg = morph.fill_small_holes(feats.darkness > cal.fg_threshold, RBC_HOLE_SIDE, RBC_HOLE_AREA)
-    rbc = fg & ~(nucleus | cyto | morph.dilate(platelet, 1))
+    red = _red_cells(feats, cal)
+    cyto = _cytoplasm(nucleus, red, feats, cal)
+    rbc = red & ~(nucleus | cyto | morph.dilate(platelet, 1))
     rbc = morph.remove_small(rbc, RBC_MIN_SIDE, RBC_MIN_AREA)
     labels = np.zeros(rgb.shape[:2], np.uint8)
     labels[rbc] = RBC
@@ -227,7 +328,7 @@ class ClassicalSegmenter(torch.nn.Module):
         Raises:
             ProcessingError: When ``sample`` is not an RGB uint8 image.
         """
-        self.calibration = calibrate_stain(sample)
+        self.calibration = calibrate_stain(sample, CLASSICAL_PIXEL_SIZE_UM)
         logger.info("classical segmenter calibrated (%s)", self.calibration.source)
 
     def segment(self, rgb: np.ndarray) -> np.ndarray:
