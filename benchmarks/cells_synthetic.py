@@ -49,8 +49,7 @@ def score_slide(result) -> dict[str, float]:
     score = match_instances(field.cells, cells, min_iou=0.5)
     matched = {t: p for t, p, _ in score.matches}
     pairs_split = sum(
-        a in matched and b in matched and matched[a] != matched[b]
-        for a, b in field.touching_pairs
+        a in matched and b in matched and matched[a] != matched[b] for a, b in field.touching_pairs
     )
     ious = score.ious
     return {

@@ -276,7 +276,7 @@ def _previews(
             key,
             max_side_px=config.output.preview_max_side_px,
         )
-    except Exception as exc:  # noqa: BLE001 - previews must never cost a slide its counts
+    except Exception as exc:
         log.error("%s: preview not written: %s: %s", result.slide, type(exc).__name__, exc)
         log.debug("preview failure", exc_info=True)
         result.notes.append(f"preview not written: {type(exc).__name__}: {exc}")
@@ -437,5 +437,8 @@ def process_batch(
     info = run_info(config, inputs, outputs, started, datetime.now(UTC).astimezone(), results)
     write_report(outputs.report, results, info)
     if previews is not None:
-        write_review_page(results, previews)
+        try:
+            write_review_page(results, previews)
+        except OSError as exc:  # the report and masks are written; the page is a convenience
+            log.error("review page not written in %s: %s", previews, exc)
     return BatchResult(results=results, outputs=outputs, run_info=info)

@@ -48,6 +48,10 @@ CELL_TYPE_COLORS: dict[str, tuple[int, int, int]] = {
 
 ENTRY_STATUSES = ("ok", "failed", "skipped")
 
+#: zlib level of the PNGs: 1 encodes a 2592x1944 overlay in ~0.3 s (level 3: ~0.5 s)
+#: for files about 10 % larger.
+PNG_COMPRESSION = 1
+
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _DARK = (20, 20, 20)
 _WHITE = (255, 255, 255)
@@ -84,7 +88,7 @@ class PreviewEntry:
 def _write_png(path: Path, rgb: np.ndarray) -> Path:
     """Encode an RGB (or grey) uint8 array as PNG and write it atomically."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
     if not ok:
         raise ValueError(f"could not encode a PNG of shape {rgb.shape} for {path}")
     return atomic_write(path, lambda tmp: tmp.write_bytes(buf.tobytes()))

@@ -182,3 +182,39 @@ def probabilities_to_source(probs: np.ndarray, s: float, height: int, width: int
             for p in probs
         ]
     )
+
+
+def nearest_indices(n_out: int, p: float, s: float, n_in: int) -> np.ndarray:
+    """Index on a grid of scale ``s`` nearest to each pixel centre of a grid of scale ``p``.
+
+    Both scales are pixels per source pixel along one axis (``p = 1``: the source).
+
+    Args:
+        n_out: Pixels of the output grid along the axis.
+        p: Output pixels per source pixel.
+        s: Input (e.g. mask) pixels per source pixel.
+        n_in: Input pixels along the axis.
+
+    Returns:
+        int64 ``(n_out,)`` indices in ``[0, n_in)``.
+    """
+    source = to_source(np.arange(n_out, dtype=np.float64), p)
+    index = np.rint((np.asarray(source) + 0.5) * s - 0.5).astype(np.int64)
+    return np.clip(index, 0, n_in - 1)
+
+
+def labels_to_source(labels: np.ndarray, s: float, height: int, width: int) -> np.ndarray:
+    """Label image at model scale ``s`` brought to the source grid (nearest neighbour).
+
+    Args:
+        labels: Integer ``(h, w)`` labels at ``s`` model pixels per source pixel.
+        s: Model pixels per source pixel.
+        height: Source rows.
+        width: Source columns.
+
+    Returns:
+        ``(height, width)`` labels of the same dtype.
+    """
+    rows = nearest_indices(height, 1.0, s, labels.shape[0])
+    cols = nearest_indices(width, 1.0, s, labels.shape[1])
+    return np.asarray(labels)[rows[:, None], cols[None, :]]

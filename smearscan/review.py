@@ -4,8 +4,8 @@
 own pixels (at source resolution when the longer side fits ``max_side_px``,
 otherwise downscaled) with ``labels/cells`` brought to the same grid by
 nearest-neighbour lookup, so every contour and id in the PNG is the cell of
-the Cells sheet. It works in bands of preview rows, so a 40000² scan never
-has to sit in memory at full resolution.
+the Cells sheet. It reads the slide in windows of about 2048² source pixels,
+so a 40000² scan never has to sit in memory at full resolution.
 
 :func:`write_review_page` writes ``OUT_previews/index.html`` for a finished
 batch, one entry per slide (failed slides included, with their error).
@@ -23,14 +23,20 @@ import pandas as pd
 
 from smearscan.classify import CELL_TYPES
 from smearscan.previews import PreviewEntry, render_overlay, write_index, write_thumbnail
-from smearscan.resample import Reader, read_window, resample_window, scaled_shape, to_source
+from smearscan.resample import (
+    Reader,
+    nearest_indices,
+    read_window,
+    resample_window,
+    scaled_shape,
+)
 from smearscan.results import SlideResult
 from smearscan.tiling import Window
 
 log = logging.getLogger(__name__)
 
-#: Rows of the preview rendered per band.
-BAND_ROWS = 1024
+#: Side (source pixels) of the windows read at a time to build a preview.
+SOURCE_BLOCK_PX = 2048
 
 #: Folder of the thumbnails inside ``OUT_previews/``.
 THUMBNAIL_DIR = "thumbnails"
@@ -39,23 +45,6 @@ THUMBNAIL_DIR = "thumbnails"
 def preview_scale(height: int, width: int, max_side_px: int) -> float:
     """Preview pixels per source pixel: 1 when the slide fits ``max_side_px``, else less."""
     return min(1.0, max_side_px / max(height, width))
-
-
-def _label_lookup(n_preview: int, p: float, s: float, n_mask: int) -> np.ndarray:
-    """Mask index (nearest) of each preview pixel centre along one axis.
-
-    Args:
-        n_preview: Preview pixels along the axis.
-        p: Preview pixels per source pixel.
-        s: Mask pixels per source pixel.
-        n_mask: Mask pixels along the axis.
-
-    Returns:
-        int64 ``(n_preview,)`` indices in ``[0, n_mask)``.
-    """
-    source = to_source(np.arange(n_preview, dtype=np.float64), p)
-    mask = np.rint((np.asarray(source) + 0.5) * s - 0.5).astype(np.int64)
-    return np.clip(mask, 0, n_mask - 1)
 
 
 def preview_arrays(
@@ -83,16 +72,20 @@ def preview_arrays(
     mask_h, mask_w = labels.shape  # type: ignore[attr-defined]
     p = preview_scale(height, width, max_side_px)
     out_h, out_w = scaled_shape(height, width, p)
-    rows = _label_lookup(out_h, p, s, mask_h)
-    cols = _label_lookup(out_w, p, s, mask_w)
+    rows = nearest_indices(out_h, p, s, mask_h)
+    cols = nearest_indices(out_w, p, s, mask_w)
     image = np.empty((out_h, out_w, 3), np.uint8)
     cells = np.empty((out_h, out_w), np.int32)
-    for y0 in range(0, out_h, BAND_ROWS):
-        y1 = min(out_h, y0 + BAND_ROWS)
-        image[y0:y1] = resample_window(read, Window(y0, y1, 0, out_w), p)
+    block = max(32, int(SOURCE_BLOCK_PX * p))  # preview px whose source is ~SOURCE_BLOCK_PX
+    for y0 in range(0, out_h, block):
+        y1 = min(out_h, y0 + block)
         r0, r1 = int(rows[y0:y1].min()), int(rows[y0:y1].max()) + 1
-        band = read_window(labels, Window(r0, r1, 0, mask_w))
-        cells[y0:y1] = band[(rows[y0:y1] - r0)[:, None], cols[None, :]]
+        for x0 in range(0, out_w, block):
+            x1 = min(out_w, x0 + block)
+            image[y0:y1, x0:x1] = resample_window(read, Window(y0, y1, x0, x1), p)
+            c0, c1 = int(cols[x0:x1].min()), int(cols[x0:x1].max()) + 1
+            part = read_window(labels, Window(r0, r1, c0, c1))
+            cells[y0:y1, x0:x1] = part[(rows[y0:y1] - r0)[:, None], (cols[x0:x1] - c0)[None, :]]
     return image, cells
 
 

@@ -86,9 +86,7 @@ def test_touching_pairs_are_split(default_run: BatchResult, index: int):
         assert matched[a] != matched[b], f"{result.slide}: pair {a}/{b} is one cell"
 
 
-def test_cells_table_is_the_same_for_three_tile_sizes(
-    default_run: BatchResult, tmp_path: Path
-):
+def test_cells_table_is_the_same_for_three_tile_sizes(default_run: BatchResult, tmp_path: Path):
     reference = pd.concat(pd.DataFrame(r.cells) for r in default_run.results)
     assert len(reference) == sum(len(load_truth(p).wbcs) for p in SYNTH)
     assert all(r.tiles == 1 for r in default_run.results)

@@ -1,25 +1,16 @@
 """Tests of smearscan.previews: overlay PNGs, thumbnails and the index.html review page.
 
-The browser test drives headless Chromium (Debian package ``chromium``,
-``/usr/bin/chromium``) over the DevTools protocol on a pipe
-(``--remote-debugging-pipe``: NUL-separated JSON on file descriptors 3 and 4),
-so it needs nothing beyond the Python standard library. It is skipped when
-the browser is absent.
+The browser test loads the page in headless Chromium (:mod:`tests.chromium`);
+it is skipped when the browser is absent.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import select
-import subprocess
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
@@ -35,8 +26,8 @@ from smearscan.previews import (
     write_thumbnail,
 )
 from smearscan.synth import SynthField, generate_field
+from tests.chromium import CHROMIUM, MISSING, file_of, load_page
 
-CHROMIUM = Path(os.environ.get("SMEARSCAN_CHROMIUM", "/usr/bin/chromium"))
 ODD_NAME = "<b>&\"' and spaces #1?.png"
 
 
@@ -257,87 +248,6 @@ def test_index_escapes_quotes_and_lists_every_slide(tmp_path: Path) -> None:
     assert "read: <truncated> & bad" in failed["text"]
 
 
-# ----------------------------------------------------------------------- browser
-
-
-class _DevTools:
-    """Minimal Chrome DevTools protocol client over ``--remote-debugging-pipe``."""
-
-    def __init__(self, profile: Path) -> None:
-        to_browser, self._w = os.pipe()
-        self._r, from_browser = os.pipe()
-
-        def _wire() -> None:  # the browser reads fd 3 and writes fd 4
-            os.dup2(to_browser, 3)
-            os.dup2(from_browser, 4)
-
-        args = [
-            str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-            "--remote-debugging-pipe", "about:blank",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args,
-            pass_fds=(3, 4),
-            preexec_fn=_wire,  # the test process is single-threaded here
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(to_browser)
-        os.close(from_browser)
-        self._buf = b""
-        self._id = 0
-        self.events: list[dict[str, Any]] = []
-        self.session: str | None = None
-
-    def call(self, method: str, timeout: float = 20.0, **params: Any) -> dict[str, Any]:
-        self._id += 1
-        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params}
-        if self.session:
-            msg["sessionId"] = self.session
-        os.write(self._w, json.dumps(msg).encode() + b"\0")
-        reply = self.wait(lambda m: m.get("id") == self._id, timeout)
-        assert "error" not in reply, f"{method}: {reply['error']}"
-        return reply["result"]
-
-    def wait(self, pred: Any, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            while b"\0" in self._buf:
-                raw, self._buf = self._buf.split(b"\0", 1)
-                msg = json.loads(raw)
-                if pred(msg):
-                    return msg
-                self.events.append(msg)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no answer from chromium")
-            if select.select([self._r], [], [], min(left, 0.5))[0]:
-                chunk = os.read(self._r, 1 << 20)
-                if not chunk:
-                    raise EOFError("chromium closed the DevTools pipe")
-                self._buf += chunk
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        os.close(self._w)
-        os.close(self._r)
-
-
-_PAGE_STATE = """(async () => {
-  const imgs = Array.from(document.images);
-  const loaded = await Promise.all(imgs.map(i => { i.loading = 'eager';
-    return i.decode().then(() => i.naturalWidth > 0, () => false); }));
-  return {articles: document.querySelectorAll('article.slide').length,
-          failed: document.querySelectorAll('article.failed pre.error').length,
-          images: imgs.map((i, k) => [i.src, loaded[k]]),
-          links: Array.from(document.querySelectorAll('article a')).map(a => a.href)};
-})()"""
-
-
 def _build_previews(out: Path, field: SynthField, blast_id: int) -> list[PreviewEntry]:
     entries = _entries()
     table = _table(field, blast_id)
@@ -347,48 +257,17 @@ def _build_previews(out: Path, field: SynthField, blast_id: int) -> list[Preview
     return entries
 
 
-def _file(url: str) -> Path:
-    parsed = urlparse(url)
-    assert parsed.scheme == "file", url
-    return Path(url2pathname(parsed.path))
-
-
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} not found (apt-get install chromium)"
-)
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING)
 def test_index_in_headless_chromium(field: SynthField, blast_id: int, tmp_path: Path) -> None:
     out = tmp_path / "OUT_previews"
     index = write_index(out, _build_previews(out, field, blast_id))
-    browser = _DevTools(tmp_path / "profile")
-    try:
-        target = browser.call("Target.createTarget", url="about:blank")["targetId"]
-        attached = browser.call("Target.attachToTarget", targetId=target, flatten=True)
-        browser.session = attached["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            browser.call(f"{domain}.enable")
-        browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
-                     deviceScaleFactor=1, mobile=False)  # fmt: skip
-        nav = browser.call("Page.navigate", url=index.as_uri())
-        assert "errorText" not in nav, nav
-        browser.wait(lambda m: m.get("method") == "Page.loadEventFired")
-        state = browser.call(
-            "Runtime.evaluate", expression=_PAGE_STATE, awaitPromise=True, returnByValue=True
-        )["result"]["value"]
-        shot = browser.call("Page.captureScreenshot", format="png")["data"]
-    finally:
-        browser.close()
+    view = load_page(index, tmp_path / "profile")
+    state = view.state
     assert state["articles"] == 4 and state["failed"] == 1
     assert len(state["images"]) == 3
     for src, loaded in state["images"]:
-        assert loaded and _file(src).is_file(), f"image did not load: {src}"
-    assert len(state["links"]) == 3 and all(_file(h).is_file() for h in state["links"])
-    errors = [
-        m["params"]
-        for m in browser.events
-        if (m.get("method") == "Log.entryAdded" and m["params"]["entry"]["level"] == "error")
-        or (m.get("method") == "Runtime.consoleAPICalled" and m["params"]["type"] == "error")
-        or m.get("method") == "Runtime.exceptionThrown"
-    ]
-    assert not errors, f"console errors: {errors}"
-    png = base64.b64decode(shot)
+        assert loaded and file_of(src).is_file(), f"image did not load: {src}"
+    assert len(state["links"]) == 3 and all(file_of(h).is_file() for h in state["links"])
+    assert not view.errors, f"console errors: {view.errors}"
+    png = view.screenshot_png
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
