@@ -46,12 +46,14 @@ def test_classical_nucleus_dice_on_expert_masks(shared_data: Path, dataset: str)
 
 
 def test_classical_on_synthetic_stain_styles():
-    """Nuclei are found whatever the stain style (seeds draw different styles)."""
-    nucleus, rbc = [], []
+    """Nuclei, RBCs and whole WBCs are found whatever the stain style (one per seed)."""
+    nucleus, rbc, cell = [], [], []
     for seed in range(100, 108):
         field = generate_field(seed, width=900, height=700, pixel_size_um=0.1)
         pred = segment_at_source(ClassicalSegmenter(), field.image, 0.1)
         nucleus.append(dice(pred == 3, field.classes == 3))
         rbc.append(dice(pred == 1, field.classes == 1))
-    assert min(nucleus) > 0.9, nucleus  # measured 0.95-0.96
-    assert np.median(rbc) > 0.85, rbc
+        cell.append(dice(np.isin(pred, (2, 3)), np.isin(field.classes, (2, 3))))
+    assert min(nucleus) > 0.9, nucleus  # measured 0.94-0.97
+    assert min(rbc) > 0.88, rbc  # measured 0.92-0.95
+    assert min(cell) > 0.8 and np.median(cell) > 0.9, cell  # measured 0.83-0.97
