@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import zarr
+from PIL import Image
 
 from smearscan.synth import write_large_tiff
 
@@ -74,6 +75,10 @@ def run_large_slide(
     if proc.returncode == 0:
         group = zarr.open_group(report.with_suffix(".zarr") / "large.tif", mode="r")
         result["classes_shape"] = list(group["labels/classes/0"].shape)
+        overlay = report.parent / f"{report.stem}_previews" / "large.tif.png"
+        if overlay.is_file():
+            with Image.open(overlay) as png:
+                result["preview_size"] = list(png.size)
         result["zarr_mb"] = round(
             sum(f.stat().st_size for f in report.with_suffix(".zarr").rglob("*") if f.is_file())
             / 2**20,
