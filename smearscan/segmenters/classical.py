@@ -178,7 +178,7 @@ def _chroma(feats: StainFeatures, cal: StainCalibration) -> tuple[np.ndarray, np
     )
 
 
-def _red_cells(feats: StainFeatures, cal: StainCalibration) -> np.ndarray:
+def _red_cells(eosin: np.ndarray, blue: np.ndarray, cal: StainCalibration) -> np.ndarray:
     """Solid RBC-coloured regions (pale centres filled), before WBCs are taken out.
 
     A pixel is RBC-coloured when its chroma (smoothed over 0.5 um) lies near the line
@@ -186,10 +186,14 @@ def _red_cells(feats: StainFeatures, cal: StainCalibration) -> np.ndarray:
     :data:`RBC_COS_MIN`), at least :data:`RBC_ALONG_MIN` of the way, and not in a
     dense field of orange eosinophil granules.
 
+    Args:
+        eosin: float32 ``(H, W)`` eosin relative to the background (:func:`_chroma`).
+        blue: float32 ``(H, W)`` blue relative to the background.
+        cal: Slide calibration (the typical RBC colour).
+
     Returns:
         Bool ``(H, W)`` mask.
     """
-    eosin, blue = _chroma(feats, cal)
     orange = ((eosin > ORANGE_EOSIN_MIN) & (blue > ORANGE_SLOPE * eosin)).astype(np.float32)
     granular = _blur(orange, ORANGE_SIGMA, ORANGE_R) > ORANGE_DENSITY
     eosin = _blur(eosin, CHROMA_SIGMA, CHROMA_R)
@@ -215,7 +219,11 @@ def _local_background(darkness: np.ndarray) -> np.ndarray:
 
 
 def _cytoplasm(
-    nucleus: np.ndarray, red: np.ndarray, feats: StainFeatures, cal: StainCalibration
+    nucleus: np.ndarray,
+    red: np.ndarray,
+    chroma: np.ndarray,
+    darkness: np.ndarray,
+    cal: StainCalibration,
 ) -> np.ndarray:
     """WBC cytoplasm: stained pixels within :data:`CYTO_R` of a nucleus, not in an RBC.
 
@@ -227,18 +235,19 @@ def _cytoplasm(
     Args:
         nucleus: bool ``(H, W)`` nucleus mask.
         red: bool ``(H, W)`` RBC-coloured regions (:func:`_red_cells`).
-        feats: Colour features of the image.
+        chroma: float32 ``(H, W)`` distance from the background colour on the chroma
+            plane (OD).
+        darkness: float32 ``(H, W)`` summed optical density.
         cal: Slide calibration.
 
     Returns:
         Bool ``(H, W)`` cytoplasm mask (disjoint from ``nucleus``).
     """
-    eosin, blue = _chroma(feats, cal)
     free = (~(red | nucleus)).astype(np.float32)
-    num = _blur(np.hypot(eosin, blue) * free, CHROMA_SIGMA, CHROMA_R)
+    num = _blur(chroma * free, CHROMA_SIGMA, CHROMA_R)
     den = _blur(free, CHROMA_SIGMA, CHROMA_R)
     stained = num > CYTO_CHROMA_MIN * np.maximum(den, np.float32(1e-3))
-    darkness = _blur(feats.darkness, CHROMA_SIGMA, CHROMA_R)
+    darkness = _blur(darkness, CHROMA_SIGMA, CHROMA_R)
     stained &= darkness - _local_background(darkness) > CYTO_DARK_MARGIN
     cyto = morph.dilate(nucleus, CYTO_R) & stained & ~nucleus
     if cal.rbc_source != "default":
@@ -264,8 +273,9 @@ def segment_labels(rgb: np.ndarray, cal: StainCalibration) -> np.ndarray:
     """
     feats = stain_features(rgb)
     nucleus, platelet = _nuclei_and_platelets(feats.nucleus_score, feats.darkness, cal)
-    red = _red_cells(feats, cal)
-    cyto = _cytoplasm(nucleus, red, feats, cal)
+    eosin, blue = _chroma(feats, cal)
+    red = _red_cells(eosin, blue, cal)
+    cyto = _cytoplasm(nucleus, red, np.hypot(eosin, blue), feats.darkness, cal)
     rbc = red & ~(nucleus | cyto | morph.dilate(platelet, 1))
     rbc = morph.remove_small(rbc, RBC_MIN_SIDE, RBC_MIN_AREA)
     labels = np.zeros(rgb.shape[:2], np.uint8)
