@@ -129,10 +129,10 @@ def wbc_labels(classes: np.ndarray, pixel_size_um: float, config: CellsConfig) -
     fragments, _ = ndi.label(nucleus)
     lobe_sized = np.bincount(fragments.ravel()) * px2 < config.lobe_max_area_um2
     lobe_sized[0] = False
-    reach = cv2.dilate(
+    lobe_reach = cv2.dilate(
         lobe_sized[fragments].astype(np.uint8), _disk(config.lobe_link_um / pixel_size_um)
     )
-    groups, _ = ndi.label(nucleus | reach)
+    groups, _ = ndi.label(nucleus | lobe_reach)
     markers = np.where(nucleus > 0, groups, 0).astype(np.int32)
     # drop nucleus groups too small to be a WBC nucleus (platelets on a cell, specks)
     small = np.flatnonzero(np.bincount(markers.ravel()) * px2 < config.min_nucleus_area_um2)
