@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from smearscan.config import TilingConfig
+from smearscan.datasets import map_grey_levels
 from smearscan.errors import InputError
 from smearscan.models.base import ModelSpec, calibrate_if_supported
 from smearscan.resample import probabilities_to_source, resample_image, scale_factor
@@ -60,9 +61,7 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def snap_mask_levels(mask: np.ndarray, levels: tuple[int, ...] = MASK_LEVELS) -> np.ndarray:
     """Map every grey value of a uint8 ``(H, W)`` mask to the nearest of ``levels``."""
-    table = np.array(levels, dtype=np.int16)
-    index = np.abs(mask.astype(np.int16)[..., None] - table).argmin(axis=-1)
-    return table[index].astype(np.uint8)
+    return map_grey_levels(mask, {level: level for level in levels})
 
 
 def segment_at_source(
