@@ -20,6 +20,7 @@ import torch
 from smearscan.config import TilingConfig
 from smearscan.datasets import map_grey_levels
 from smearscan.errors import InputError
+from smearscan.metrics import dice_score as dice
 from smearscan.models.base import ModelSpec, calibrate_if_supported
 from smearscan.resample import probabilities_to_source, resample_image, scale_factor
 from smearscan.segmentation import segment_array
@@ -51,12 +52,6 @@ class MaskScore:
     image: str
     nucleus_dice: float
     cell_dice: float
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice coefficient of two bool masks of equal shape (1.0 when both are empty)."""
-    total = int(pred.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
 def snap_mask_levels(mask: np.ndarray, levels: tuple[int, ...] = MASK_LEVELS) -> np.ndarray:
