@@ -1,0 +1,158 @@
+"""Weak training masks from boxes and points.
+
+Detection-style annotations (YOLO or VOC boxes, ALL-IDB centre points) say
+where a cell is, not which pixels belong to it. They become a class map plus a
+per-pixel weight map (see :mod:`smearscan.losses`):
+
+* a box becomes the ellipse inscribed in it, filled with the box's class; the
+  corners between ellipse and box are ignored (weight 0), since they may hold
+  the cell's edge or its neighbour;
+* a point becomes a disc of the cell's typical diameter (µm, converted with the
+  image's pixel size), with an ignored ring around it of the same width as the
+  uncertainty of that size;
+* a WBC shape gets :data:`ANY_WBC`: "cytoplasm or nucleus, unknown which", for a
+  loss that scores the summed probability of the two classes; where the loss does
+  not support it, :func:`resolve_any_wbc` maps it to ignore;
+* pixels outside every shape are background, at the weak weight too: boxes of a
+  complete annotation (TXL-PBC) leave little else, but a missed cell is possible.
+
+Every weak pixel gets ``weak_weight`` (default 0.3); exact masks use 1. Where
+shapes overlap, the later shape wins (callers order RBCs before WBCs, so a
+WBC lying on an RBC keeps its label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from smearscan.datasets import Box, Point
+from smearscan.models.base import SEMANTIC_CLASSES
+
+#: Target value for pixels that are ignored by the loss.
+IGNORE = 255
+#: Target value meaning "WBC cytoplasm or WBC nucleus" (a partial label).
+ANY_WBC = 254
+
+BACKGROUND = SEMANTIC_CLASSES.index("background")
+
+#: Box / point label -> target value. Labels are lower-cased before lookup.
+DEFAULT_LABEL_CLASSES: dict[str, int] = {
+    "wbc": ANY_WBC,
+    "blast": ANY_WBC,
+    "rbc": SEMANTIC_CLASSES.index("rbc"),
+    "platelet": SEMANTIC_CLASSES.index("platelet"),
+    "platelets": SEMANTIC_CLASSES.index("platelet"),
+}
+
+#: Typical diameters (µm) for point annotations, by label.
+DEFAULT_POINT_DIAMETER_UM: dict[str, float] = {"wbc": 12.0, "blast": 14.0, "rbc": 7.5}
+
+
+@dataclass(frozen=True)
+class WeakMask:
+    """A weak training target.
+
+    Attributes:
+        target: uint8 ``(H, W)``: class indices, :data:`ANY_WBC` or :data:`IGNORE`.
+        weight: float32 ``(H, W)`` in ``[0, 1]``; 0 wherever ``target == IGNORE``.
+    """
+
+    target: np.ndarray
+    weight: np.ndarray
+
+
+def _class_of(label: str, classes: Mapping[str, int]) -> int:
+    try:
+        return classes[label.lower()]
+    except KeyError:
+        raise ValueError(
+            f"no class for annotation label {label!r}; known: {', '.join(sorted(classes))}"
+        ) from None
+
+
+def _ellipse(mask: np.ndarray, cx: float, cy: float, ax: float, ay: float, value: int) -> None:
+    """Fill an axis-aligned ellipse (centre and semi-axes in pixels) with ``value``."""
+    shift = 4  # sub-pixel precision of cv2.ellipse
+    scale = 1 << shift
+    cv2.ellipse(
+        mask,
+        (round(cx * scale), round(cy * scale)),
+        (max(1, round(ax * scale)), max(1, round(ay * scale))),
+        0,
+        0,
+        360,
+        value,
+        thickness=-1,
+        lineType=cv2.LINE_8,
+        shift=shift,
+    )
+
+
+def weak_mask(
+    shape: tuple[int, int],
+    *,
+    boxes: Sequence[Box] = (),
+    points: Sequence[Point] = (),
+    pixel_size_um: float | None = None,
+    weak_weight: float = 0.3,
+    label_classes: Mapping[str, int] = DEFAULT_LABEL_CLASSES,
+    point_diameter_um: Mapping[str, float] = DEFAULT_POINT_DIAMETER_UM,
+    point_margin: float = 0.25,
+) -> WeakMask:
+    """Rasterise boxes and points into a weak target and weight map.
+
+    Args:
+        shape: ``(H, W)`` of the image, pixels.
+        boxes: Boxes in image pixels (:func:`smearscan.datasets.read_yolo_boxes`...).
+        points: Cell centres in image pixels.
+        pixel_size_um: µm per pixel; needed when ``points`` are given.
+        weak_weight: Loss weight of every labelled pixel (0 < w <= 1).
+        label_classes: Label -> target value.
+        point_diameter_um: Label -> disc diameter for points.
+        point_margin: Relative width of the ignored ring around a point's disc.
+
+    Returns:
+        The :class:`WeakMask`.
+
+    Raises:
+        ValueError: Unknown label, missing pixel size for points, bad weight.
+    """
+    if not 0 < weak_weight <= 1:
+        raise ValueError(f"weak_weight must be in (0, 1], got {weak_weight}")
+    if points and not (pixel_size_um and pixel_size_um > 0):
+        raise ValueError("point annotations need the image's pixel size (µm/px)")
+    target = np.full(shape, BACKGROUND, np.uint8)
+    unsure = np.zeros(shape, np.uint8)  # 1 where the label is not trusted (ignored)
+    for box in boxes:  # a later shape overrides an earlier one, ignored corners included
+        value = _class_of(box.label, label_classes)
+        cx, cy = box.centre
+        ax, ay = (box.x1 - box.x0) / 2, (box.y1 - box.y0) / 2
+        y0, y1 = max(0, int(box.y0)), min(shape[0], int(np.ceil(box.y1)))
+        x0, x1 = max(0, int(box.x0)), min(shape[1], int(np.ceil(box.x1)))
+        unsure[y0:y1, x0:x1] = 1
+        _ellipse(unsure, cx - 0.5, cy - 0.5, ax, ay, 0)
+        _ellipse(target, cx - 0.5, cy - 0.5, ax, ay, value)
+    for point in points:
+        value = _class_of(point.label, label_classes)
+        diameter = point_diameter_um.get(point.label.lower())
+        if diameter is None:
+            raise ValueError(f"no typical diameter for point label {point.label!r}")
+        radius = diameter / 2 / float(pixel_size_um)  # type: ignore[arg-type]
+        outer, inner = radius * (1 + point_margin), radius * (1 - point_margin)
+        _ellipse(unsure, point.x, point.y, outer, outer, 1)
+        _ellipse(unsure, point.x, point.y, inner, inner, 0)
+        _ellipse(target, point.x, point.y, inner, inner, value)
+    target[unsure.astype(bool)] = IGNORE
+    weight = np.where(target == IGNORE, 0.0, weak_weight).astype(np.float32)
+    return WeakMask(target, weight)
+
+
+def resolve_any_wbc(mask: WeakMask) -> WeakMask:
+    """The same mask with :data:`ANY_WBC` pixels ignored, for losses without partial labels."""
+    target = np.where(mask.target == ANY_WBC, IGNORE, mask.target).astype(np.uint8)
+    weight = np.where(target == IGNORE, 0.0, mask.weight).astype(np.float32)
+    return WeakMask(target, weight)
