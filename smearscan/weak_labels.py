@@ -10,9 +10,10 @@ per-pixel weight map (see :mod:`smearscan.losses`):
 * a point becomes a disc of the cell's typical diameter (µm, converted with the
   image's pixel size), with an ignored ring around it of the same width as the
   uncertainty of that size;
-* a WBC shape gets :data:`ANY_WBC`: "cytoplasm or nucleus, unknown which", for a
-  loss that scores the summed probability of the two classes; where the loss does
-  not support it, :func:`resolve_any_wbc` maps it to ignore;
+* a WBC shape gets :data:`ANY_WBC`: "cytoplasm or nucleus, unknown which".
+  :class:`PartialLabelLoss` scores such pixels by the summed probability of the
+  two classes and keeps them out of the wrapped loss; :func:`resolve_any_wbc`
+  simply ignores them;
 * pixels outside every shape are background, at the weak weight too: boxes of a
   complete annotation (TXL-PBC) leave little else, but a missed cell is possible.
 
@@ -28,6 +29,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
+from torch import Tensor, nn
 
 from smearscan.datasets import Box, Point
 from smearscan.models.base import SEMANTIC_CLASSES
@@ -38,6 +42,11 @@ IGNORE = 255
 ANY_WBC = 254
 
 BACKGROUND = SEMANTIC_CLASSES.index("background")
+
+#: Partial label -> the classes it allows.
+PARTIAL_LABELS: dict[int, tuple[int, ...]] = {
+    ANY_WBC: (SEMANTIC_CLASSES.index("wbc_cytoplasm"), SEMANTIC_CLASSES.index("wbc_nucleus"))
+}
 
 #: Box / point label -> target value. Labels are lower-cased before lookup.
 DEFAULT_LABEL_CLASSES: dict[str, int] = {
@@ -156,3 +165,68 @@ def resolve_any_wbc(mask: WeakMask) -> WeakMask:
     target = np.where(mask.target == ANY_WBC, IGNORE, mask.target).astype(np.uint8)
     weight = np.where(target == IGNORE, 0.0, mask.weight).astype(np.float32)
     return WeakMask(target, weight)
+
+
+class PartialLabelLoss(nn.Module):
+    """A loss over targets that may hold partial labels (a set of allowed classes).
+
+    Pixels whose target is a key of ``partial`` (e.g. :data:`ANY_WBC`) are taken out
+    of the wrapped loss (passed to it as ``ignore_index`` with weight 0) and scored by
+    ``-log sum_{c in S} p_c``, the negative log-probability of the allowed set,
+    averaged with the weight map over those pixels and multiplied by ``factor``.
+    The network is pushed towards "some WBC class" there without being told which.
+
+    Args:
+        loss: The loss for ordinary targets; called as ``loss(logits, target, weight)``
+            and it must ignore ``ignore_index`` (e.g. ``build_loss(..., ignore_index=255)``).
+        partial: Partial label value -> allowed classes.
+        factor: Weight of the partial-label term.
+        ignore_index: The value ``loss`` ignores.
+
+    Shapes:
+        logits float ``(N, C, H, W)``; target int ``(N, H, W)``; weight float
+        ``(N, H, W)`` or None; returns a float32 scalar.
+    """
+
+    def __init__(
+        self,
+        loss: nn.Module,
+        partial: Mapping[int, Sequence[int]] = PARTIAL_LABELS,
+        *,
+        factor: float = 1.0,
+        ignore_index: int = IGNORE,
+    ) -> None:
+        super().__init__()
+        terms = getattr(loss, "terms", None)
+        inner = list(terms.values()) if isinstance(terms, nn.ModuleDict) else [loss]
+        for term in inner:
+            if getattr(term, "ignore_index", None) != ignore_index:
+                raise ValueError(
+                    f"{type(term).__name__} must ignore {ignore_index} to wrap partial labels"
+                )
+        if factor < 0:
+            raise ValueError(f"factor must be >= 0, got {factor}")
+        self.loss = loss
+        self.partial = {int(k): tuple(int(c) for c in v) for k, v in partial.items()}
+        self.factor = factor
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        target = target.long()
+        w = torch.ones_like(target, dtype=torch.float32) if weight is None else weight.float()
+        masks = {value: target == value for value in self.partial}
+        any_partial = torch.zeros_like(target, dtype=torch.bool)
+        for mask in masks.values():
+            any_partial |= mask
+        total = self.loss(
+            logits,
+            target.masked_fill(any_partial, self.ignore_index),
+            w.masked_fill(any_partial, 0.0),
+        )
+        log_p = F.log_softmax(logits.float(), dim=1)
+        tiny = torch.finfo(torch.float32).tiny
+        for value, mask in masks.items():
+            nll = -torch.logsumexp(log_p[:, list(self.partial[value])], dim=1)
+            pw = w * mask
+            total = total + self.factor * (pw * nll).sum() / pw.sum().clamp_min(tiny)
+        return total

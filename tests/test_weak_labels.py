@@ -65,3 +65,36 @@ def test_txl_pbc_field(shared_data: Path):
     assert ((mask.target == ANY_WBC).sum() > 0) == (n_wbc > 0)
     assert (mask.target == RBC).mean() > 0.05
     assert mask.weight.dtype == np.float32 and mask.target.shape == (height, width)
+
+
+def test_partial_label_loss_pushes_towards_the_allowed_set_only():
+    import torch
+
+    from smearscan.loss_spec import build_loss
+    from smearscan.weak_labels import PartialLabelLoss
+
+    target = torch.tensor([[[ANY_WBC, 1, 0, IGNORE]]])  # (1, 1, 4)
+    weight = torch.tensor([[[0.3, 0.3, 0.3, 0.0]]])
+    logits = torch.zeros(1, 5, 1, 4, requires_grad=True)
+    loss = PartialLabelLoss(build_loss("ce+dice", ignore_index=IGNORE))
+    optimiser = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(200):
+        optimiser.zero_grad()
+        loss(logits, target, weight).backward()
+        optimiser.step()
+    p = torch.softmax(logits.detach(), dim=1)[0, :, 0]
+    assert p[2, 0] + p[3, 0] > 0.95  # the partial pixel: cytoplasm or nucleus
+    assert p[1, 1] > 0.95 and p[0, 2] > 0.95  # ordinary pixels as usual
+    # without partial pixels it is the wrapped loss exactly
+    plain = torch.tensor([[[1, 1, 0, IGNORE]]])
+    inner = build_loss("ce+dice", ignore_index=IGNORE)
+    x = torch.randn(1, 5, 1, 4)
+    assert torch.allclose(PartialLabelLoss(inner)(x, plain, weight), inner(x, plain, weight))
+
+
+def test_partial_label_loss_needs_the_ignore_index():
+    from smearscan.loss_spec import build_loss
+    from smearscan.weak_labels import PartialLabelLoss
+
+    with pytest.raises(ValueError, match="must ignore 255"):
+        PartialLabelLoss(build_loss("ce+dice"))
