@@ -1,20 +1,25 @@
-"""Build a training loss from a command-line string (``--loss``), e.g. ``"ce+dice"``.
+"""Combining losses: weighted sums, deep supervision, and ``--loss`` strings.
 
-See :func:`build_loss` for the grammar and :mod:`smearscan.losses` for the losses.
+:class:`CombinedLoss` sums named terms (the default ``ce+dice``),
+:func:`deep_supervision_loss` averages a loss over the heads of a deeply
+supervised network, and :func:`build_loss` builds the combination from a
+command-line string; the terms themselves are in :mod:`smearscan.losses`.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import nn
+import torch
+import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
+from torch import Tensor, nn
 
 from smearscan.errors import ConfigError
 from smearscan.losses import (
     BCELoss,
-    CombinedLoss,
     CrossEntropyLoss,
     DiceLoss,
     FocalLoss,
@@ -31,6 +36,108 @@ class LossSpecError(ConfigError, ValueError):
     A :class:`ValueError` for library callers and a :class:`ConfigError` so the CLI
     reports it as a bad option.
     """
+
+
+class CombinedLoss(nn.Module):
+    """Weighted sum of named losses: ``L = sum_k lambda_k L_k``.
+
+    Example: ``CombinedLoss({"ce": (CrossEntropyLoss(), 1.0), "dice": (DiceLoss(), 1.0)})``.
+
+    After each call the unweighted value of every term is kept (detached, on the device,
+    so no synchronisation happens until it is read) and :attr:`last_parts` returns them
+    as floats, for logging.
+
+    Args:
+        terms: ``name -> (loss, lambda)``; names must be non-empty, lambdas ``>= 0``.
+
+    Shapes:
+        As the terms: logits ``(N, C, H, W)``, target ``(N, H, W)``, weight ``(N, H, W)``
+        or None; returns a float32 scalar.
+    """
+
+    def __init__(self, terms: Mapping[str, tuple[nn.Module, float]]) -> None:
+        super().__init__()
+        if not terms:
+            raise ValueError("CombinedLoss needs at least one term")
+        for name, (_, factor) in terms.items():
+            if not name or factor < 0:
+                raise ValueError(f"bad term {name!r}: names must be non-empty, weights >= 0")
+        self.terms = nn.ModuleDict({name: loss for name, (loss, _) in terms.items()})
+        self.factors: dict[str, float] = {name: float(f) for name, (_, f) in terms.items()}
+        self._last: dict[str, Tensor] = {}
+
+    def forward(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        parts = {name: loss(logits, target, weight) for name, loss in self.terms.items()}
+        self._last = {name: value.detach() for name, value in parts.items()}
+        return self._total(parts)
+
+    def _total(self, parts: Mapping[str, Tensor]) -> Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=next(iter(parts.values())).device)
+        for name, value in parts.items():
+            total = total + self.factors[name] * value
+        return total
+
+    @property
+    def last_parts(self) -> dict[str, float]:
+        """Unweighted value of each term at the last call (empty before the first call)."""
+        return {name: float(value) for name, value in self._last.items()}
+
+    def parts(self) -> dict[str, float]:
+        """Same as :attr:`last_parts`."""
+        return self.last_parts
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}: {factor:g}" for name, factor in self.factors.items())
+
+
+def deep_supervision_loss(
+    loss: nn.Module,
+    heads: Sequence[Tensor],
+    target: Tensor,
+    weight: Tensor | None = None,
+    weights: Sequence[float] | None = None,
+) -> Tensor:
+    """Loss averaged over several output heads (deep supervision, UNet++).
+
+    ``L = sum_k b_k loss(head_k) / sum_k b_k``. A head smaller than the target is
+    upsampled bilinearly to the target size before the loss. When ``loss`` is a
+    :class:`CombinedLoss` its :attr:`~CombinedLoss.last_parts` become the same weighted
+    average over the heads.
+
+    Args:
+        loss: A loss of this module (``loss(logits, target, weight)``).
+        heads: float ``(N, C, h_k, w_k)`` logits of each head.
+        target: int ``(N, H, W)`` class map.
+        weight: float ``(N, H, W)`` pixel weights or None.
+        weights: ``b_k`` per head (``>= 0``, not all 0); equal weights when None.
+
+    Returns:
+        float32 scalar.
+
+    Raises:
+        ValueError: No head, or ``weights`` of the wrong length or all zero.
+    """
+    if not heads:
+        raise ValueError("deep supervision needs at least one head")
+    factors = [1.0] * len(heads) if weights is None else [float(b) for b in weights]
+    if len(factors) != len(heads):
+        raise ValueError(f"{len(factors)} head weights given for {len(heads)} heads")
+    if any(b < 0 for b in factors) or sum(factors) == 0:
+        raise ValueError(f"head weights must be >= 0 and not all 0, got {factors}")
+    size = tuple(target.shape[-2:])
+    values: list[Tensor] = []
+    parts: dict[str, Tensor] = {}
+    for head, b in zip(heads, factors, strict=True):
+        if tuple(head.shape[-2:]) != size:
+            head = F.interpolate(head.float(), size=size, mode="bilinear", align_corners=False)
+        values.append(b * loss(head, target, weight))
+        if isinstance(loss, CombinedLoss):
+            for name, part in loss._last.items():
+                parts[name] = parts.get(name, torch.zeros_like(part)) + b * part
+    norm = sum(factors)
+    if isinstance(loss, CombinedLoss):
+        loss._last = {name: part / norm for name, part in parts.items()}
+    return torch.stack(values).sum() / norm
 
 
 # name -> (class, positional parameters, keyword-only parameters) of build_loss.

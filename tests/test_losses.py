@@ -10,15 +10,19 @@ import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 from torch import Tensor, nn
 
 from smearscan.errors import ConfigError
-from smearscan.loss_spec import DEFAULT_LOSS, LossSpecError, build_loss
+from smearscan.loss_spec import (
+    DEFAULT_LOSS,
+    CombinedLoss,
+    LossSpecError,
+    build_loss,
+    deep_supervision_loss,
+)
 from smearscan.losses import (
     BCELoss,
-    CombinedLoss,
     CrossEntropyLoss,
     DiceLoss,
     FocalLoss,
     TverskyLoss,
-    deep_supervision_loss,
 )
 from smearscan.metrics import ConfusionMatrix
 
