@@ -84,7 +84,10 @@ def process(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Segmentation model name (see `smearscan models`). Default: classical."),
+        typer.Option(
+            help="Segmentation model: a name (see `smearscan models`) or a trained "
+            "checkpoint PATH.pt (its sha256 sidecar is checked). Default: classical."
+        ),
     ] = None,
     pixel_size: Annotated[
         float | None,

@@ -17,7 +17,9 @@ import numpy as np
 
 from smearscan import __version__
 from smearscan.config import ProcessConfig
+from smearscan.errors import SmearscanError
 from smearscan.inference import choose_device
+from smearscan.registry import model_sha256
 from smearscan.results import OutputPaths, SlideResult
 
 
@@ -38,6 +40,13 @@ def _versions() -> dict[str, str]:
         "ome-zarr": getattr(ome_zarr, "__version__", "?"),
         "opencv": cv2.__version__,
     }
+
+
+def _model_sha256(name: str) -> str:
+    try:
+        return model_sha256(name)
+    except SmearscanError as exc:  # the slides already say why the model failed
+        return f"unverified: {exc}"
 
 
 def run_info(
@@ -61,9 +70,7 @@ def run_info(
         "slides_ok": sum(r.status == "ok" for r in results),
         "slides_failed": sum(r.status == "failed" for r in results),
         "model": config.model,
-        "model_sha256": "n/a (classical segmenter has no weights)"
-        if config.model == "classical"
-        else "",
+        "model_sha256": _model_sha256(config.model),
         "device": str(choose_device(config.inference.device)),
     }
     info.update({f"version.{k}": v for k, v in _versions().items()})
