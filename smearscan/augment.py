@@ -59,6 +59,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import cv2
 import numpy as np
@@ -157,37 +158,37 @@ class AugmentConfig:
     @classmethod
     def none(cls) -> AugmentConfig:
         """Return a config under which :func:`augment` returns exact copies of its inputs."""
-        return cls(
-            flips=False,
-            rot90=False,
-            max_rotation_deg=0.0,
-            scale_range=(1.0, 1.0),
-            brightness=0.0,
-            contrast=0.0,
-            hue_shift_deg=0.0,
-            saturation=0.0,
-            stain_jitter=0.0,
-            blur_sigma_max=0.0,
-            noise_sigma_max=0.0,
-        )
+        return cls(**_GEOMETRIC_OFF, **_PHOTOMETRIC_OFF)
 
     @classmethod
     def geometric_only(cls) -> AugmentConfig:
         """Return the default geometric transforms with every photometric transform off."""
-        return cls(
-            brightness=0.0,
-            contrast=0.0,
-            hue_shift_deg=0.0,
-            saturation=0.0,
-            stain_jitter=0.0,
-            blur_sigma_max=0.0,
-            noise_sigma_max=0.0,
-        )
+        return cls(**_PHOTOMETRIC_OFF)
 
     @classmethod
     def photometric_only(cls) -> AugmentConfig:
         """Return the default photometric transforms with every geometric transform off."""
-        return cls(flips=False, rot90=False, max_rotation_deg=0.0, scale_range=(1.0, 1.0))
+        return cls(**_GEOMETRIC_OFF)
+
+
+_GEOMETRIC_OFF: dict[str, Any] = {
+    "flips": False,
+    "rot90": False,
+    "max_rotation_deg": 0.0,
+    "scale_range": (1.0, 1.0),
+}
+"""AugmentConfig fields that turn every geometric transform off."""
+
+_PHOTOMETRIC_OFF: dict[str, Any] = {
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "hue_shift_deg": 0.0,
+    "saturation": 0.0,
+    "stain_jitter": 0.0,
+    "blur_sigma_max": 0.0,
+    "noise_sigma_max": 0.0,
+}
+"""AugmentConfig fields that turn every photometric transform off."""
 
 
 def _check_sample(image: np.ndarray, target: np.ndarray, weight: np.ndarray) -> None:
