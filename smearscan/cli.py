@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from smearscan import __version__
+from smearscan import __version__, cli_models
 from smearscan.errors import ConfigError, InputError, SmearscanError
 
 EXIT_OK, EXIT_SLIDES_FAILED, EXIT_USAGE, EXIT_NOTHING_TO_DO = 0, 1, 2, 4
@@ -269,6 +269,9 @@ def synth(
     paths = write_sample_set(out_dir, n=count, seed=seed, width=width, height=height)
     for path in paths:
         typer.echo(str(path))
+
+
+cli_models.register(app)
 
 
 def main() -> None:

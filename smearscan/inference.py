@@ -36,6 +36,17 @@ def choose_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def input_affine(spec: ModelSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)``, float32 ``(1, 3, 1, 1)``: ``x * scale + shift == (x/255-mean)/std``.
+
+    This is the normalisation of :class:`ModelSpec` as one fused multiply-add on
+    uint8 RGB values (training and inference share it).
+    """
+    std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    return 1.0 / (255.0 * std), -mean / std
+
+
 class TilePredictor:
     """Run a segmenter on batches of tiles.
 
@@ -62,11 +73,7 @@ class TilePredictor:
         self.batch_size = batch_size
         self.amp = amp and device.type == "cuda"
         self.model = model.to(device).eval()
-        # (x / 255 - mean) / std == x * scale + shift: one fused pass per batch
-        std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._scale = 1.0 / (255.0 * std)
-        self._shift = -mean / std
+        self._scale, self._shift = input_affine(spec, device)
         self._amp_dtype = (
             torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
         )

@@ -65,6 +65,7 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "tiles",
     "seconds",
     "notes",
+    "source_path",
 )
 
 _HEADER_FONT = Font(bold=True)
@@ -102,6 +103,7 @@ def summary_row(result: SlideResult, base: Path) -> dict[str, Any]:
         tiles=result.tiles,
         seconds=result.seconds,
         notes="; ".join(result.notes),
+        source_path=result.path,
     )
     if result.wbc_count is not None:
         blasts = result.cell_counts.get("blast", 0)

@@ -40,12 +40,20 @@ from smearscan.models.base import SEMANTIC_CLASSES
 IGNORE = 255
 #: Target value meaning "WBC cytoplasm or WBC nucleus" (a partial label).
 ANY_WBC = 254
+#: Target value meaning "not part of a WBC": background, RBC or platelet (a partial
+#: label: the background of wbc-seg masks, which includes the RBCs).
+NOT_WBC = 253
 
 BACKGROUND = SEMANTIC_CLASSES.index("background")
 
 #: Partial label -> the classes it allows.
 PARTIAL_LABELS: dict[int, tuple[int, ...]] = {
-    ANY_WBC: (SEMANTIC_CLASSES.index("wbc_cytoplasm"), SEMANTIC_CLASSES.index("wbc_nucleus"))
+    ANY_WBC: (SEMANTIC_CLASSES.index("wbc_cytoplasm"), SEMANTIC_CLASSES.index("wbc_nucleus")),
+    NOT_WBC: (
+        SEMANTIC_CLASSES.index("background"),
+        SEMANTIC_CLASSES.index("rbc"),
+        SEMANTIC_CLASSES.index("platelet"),
+    ),
 }
 
 #: Box / point label -> target value. Labels are lower-cased before lookup.

@@ -1,0 +1,197 @@
+"""``smearscan train`` and ``smearscan evaluate``: thin adapters over
+:mod:`smearscan.training` and :mod:`smearscan.scoring`, registered on the
+``smearscan`` app by :mod:`smearscan.cli`.
+
+Exit codes: 0 done, 2 usage, configuration or dataset error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smearscan.errors import SmearscanError
+
+log = logging.getLogger("smearscan.cli")
+
+DataOption = Annotated[
+    list[str],
+    typer.Option(
+        "--data",
+        "-d",
+        help="Annotated dataset folder, repeatable; PATH@UM gives its pixel size in µm/px "
+        "(e.g. data/wbc-seg/jiangxi@0.15). Layouts: images/+masks/ (label masks "
+        "0/128/255), images/+labels/ (YOLO), *.xml (Pascal VOC), *.xyc (ALL-IDB).",
+        show_default=False,
+    ),
+]
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def train(
+    data: DataOption,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder: best.pt (+ .sha256, usable as process --model), last.pt "
+            "(resume), history.csv; with --folds, fold1/..foldK/ and cv_summary.csv.",
+            show_default=False,
+        ),
+    ],
+    arch: Annotated[str, typer.Option(help="unet, unetpp, resunet or vnet.")] = "resunet",
+    width: Annotated[int, typer.Option(min=1, help="Channels of the first level.")] = 8,
+    depth: Annotated[int, typer.Option(min=1, max=6, help="Down-samplings.")] = 4,
+    deep_supervision: Annotated[
+        bool, typer.Option("--deep-supervision", help="UNet++: one loss per head.")
+    ] = False,
+    input_pixel_size: Annotated[
+        float, typer.Option("--input-pixel-size", help="Model scale, µm/px.")
+    ] = 0.25,
+    loss: Annotated[
+        str, typer.Option(help="Loss terms, e.g. ce+dice, 0.5*focal(gamma=2)+tversky(0.3,0.7).")
+    ] = "ce+dice",
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs.")] = 60,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 16,
+    crop: Annotated[
+        int, typer.Option(help="Crop side in model pixels (multiple of 2**depth).")
+    ] = 128,
+    lr: Annotated[float, typer.Option(help="Initial Adam learning rate.")] = 2e-3,
+    patience: Annotated[
+        int, typer.Option(min=1, help="Early stopping: epochs without a better validation score.")
+    ] = 12,
+    folds: Annotated[
+        int, typer.Option(min=0, help="k-fold cross-validation (0: one run, see --val-fraction).")
+    ] = 0,
+    val_fraction: Annotated[float, typer.Option(help="Share of each dataset held out.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    weak_weight: Annotated[float, typer.Option(help="Loss weight of box and point labels.")] = 0.3,
+    resume: Annotated[
+        Path | None, typer.Option(help="last.pt of an interrupted run with the same settings.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most N images per dataset.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+) -> None:
+    """Train a segmentation model on annotated images (masks, boxes or points).
+
+    Prints one line per epoch and writes it to OUT/history.csv. The best epoch's
+    checkpoint OUT/best.pt runs with `smearscan process --model OUT/best.pt`.
+    """
+    from smearscan.console import setup_logging
+    from smearscan.train_data import DataSource, load_samples
+    from smearscan.training import TrainConfig
+    from smearscan.training import train as run_training
+
+    setup_logging(out / "train.log", quiet=quiet, verbose=False, rich=False)
+    try:
+        config = TrainConfig(
+            arch=arch,
+            width=width,
+            depth=depth,
+            deep_supervision=deep_supervision,
+            input_pixel_size_um=input_pixel_size,
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            crop_px=crop,
+            lr=lr,
+            early_stop_patience=patience,
+            folds=folds,
+            val_fraction=val_fraction,
+            seed=seed,
+            device=device,
+            amp=amp,
+            weak_weight=weak_weight,
+        )
+        sources = [DataSource.parse(d) for d in data]
+        samples = load_samples(sources, input_pixel_size, weak_weight=weak_weight, limit=limit)
+        metadata = {
+            "data": [
+                f"{s.path}@{s.pixel_size_um}" if s.pixel_size_um else str(s.path) for s in sources
+            ],
+        }
+        results = run_training(
+            samples, config, out, resume=resume, name=out.name, metadata=metadata
+        )
+    except (SmearscanError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    for result in results:
+        row = result.history[result.best_epoch - 1]
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.endswith("_dice"))
+        typer.echo(f"{result.best_path}: best epoch {result.best_epoch}; {scores}")
+
+
+def evaluate(
+    data: DataOption,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Scores: .xlsx (Overall + PerImage) or .csv (+ _overall.csv).",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model to run over the images (a name or PATH.pt)."),
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            help="OUT.xlsx of an earlier `process` run over the images, instead of --model."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    limit: Annotated[int | None, typer.Option(help="Score at most N images per dataset.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+) -> None:
+    """Score a model, or an earlier run, against annotated images.
+
+    Per image and overall: nucleus and whole-cell Dice/IoU (label masks), WBC
+    detection precision/recall/F1 by centroid (boxes, points), and WBC / RBC /
+    platelet count errors (boxes).
+    """
+
+    from smearscan.config import ProcessConfig
+    from smearscan.console import setup_logging
+    from smearscan.scoring import evaluate as run_evaluation
+    from smearscan.scoring import write_scores
+    from smearscan.train_data import DataSource
+
+    setup_logging(None, quiet=quiet, verbose=False, rich=False)
+    work = out.with_name(f"{out.stem}_runs")
+    try:
+        config = ProcessConfig().with_overrides(inference={"device": device})
+        sources = [DataSource.parse(d) for d in data]
+        rows, overall = run_evaluation(
+            sources, model=model, run_report=run, work_dir=work, config=config, limit=limit
+        )
+        written = write_scores(out, rows, overall)
+    except SmearscanError as exc:
+        _fail(str(exc))
+        return
+    for summary in overall:
+        typer.echo(
+            ", ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()
+            )
+        )
+    typer.echo("wrote " + ", ".join(map(str, written)))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``evaluate`` to the ``smearscan`` app."""
+    app.command()(train)
+    app.command()(evaluate)
