@@ -88,8 +88,8 @@ def train(
     checkpoint OUT/best.pt runs with `smearscan process --model OUT/best.pt`.
     """
     from smearscan.console import setup_logging
+    from smearscan.train_config import TrainConfig
     from smearscan.train_data import DataSource, load_samples
-    from smearscan.training import TrainConfig
     from smearscan.training import train as run_training
 
     setup_logging(out / "train.log", quiet=quiet, verbose=False, rich=False)

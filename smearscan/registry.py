@@ -1,7 +1,10 @@
 """Named segmentation models.
 
-``--model NAME`` is looked up here; ``--model PATH.pt`` loads a trained
-checkpoint (:mod:`smearscan.checkpoint`, its sha256 verified first). An
+``--model NAME`` is looked up here: the trained weights shipped in
+``smearscan/weights/`` (each with its sha256 recorded below and a model card,
+``smearscan/weights/MODEL_CARD.md``) and the classical colour segmenter.
+``--model PATH.pt`` loads a trained checkpoint of one's own
+(:mod:`smearscan.checkpoint`, its sha256 sidecar verified first). An
 unknown name raises :class:`~smearscan.errors.ModelError` listing the known
 ones; there is never a silent fallback to another model. Each call returns a fresh instance,
 because some segmenters keep per-slide calibration state and slides may run
@@ -17,6 +20,16 @@ import torch
 
 from smearscan.errors import ModelError
 
+#: Folder of the shipped weights.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+#: Shipped weights: name -> (file in WEIGHTS_DIR, its sha256, one-line description).
+SHIPPED: dict[str, tuple[str, str, str]] = {}
+
+#: The model ``process`` uses when none is named.
+DEFAULT_MODEL = "classical"
+
 
 def _classical() -> torch.nn.Module:
     from smearscan.segmenters import ClassicalSegmenter
@@ -31,8 +44,25 @@ MODELS: dict[str, tuple[Callable[[], torch.nn.Module], str]] = {
 
 
 def available_models() -> dict[str, str]:
-    """Known model names and their descriptions."""
-    return {name: desc for name, (_, desc) in MODELS.items()}
+    """Known model names and their descriptions (the default marked)."""
+    names = {name: desc for name, (_, _, desc) in SHIPPED.items()}
+    names.update({name: desc for name, (_, desc) in MODELS.items()})
+    return {
+        name: f"{desc} [default]" if name == DEFAULT_MODEL else desc for name, desc in names.items()
+    }
+
+
+def shipped_path(name: str) -> tuple[Path, str]:
+    """The weights file of a shipped model and its recorded sha256.
+
+    Raises:
+        ModelError: Not a shipped model name.
+    """
+    try:
+        file, digest, _ = SHIPPED[name]
+    except KeyError:
+        raise ModelError(f"{name!r} is not a shipped model") from None
+    return WEIGHTS_DIR / file, digest
 
 
 def is_checkpoint_path(name: str) -> bool:
@@ -46,9 +76,11 @@ def model_sha256(name: str) -> str:
     Raises:
         ModelError: The checkpoint's sha256 sidecar is missing or does not match.
     """
-    if is_checkpoint_path(name):
-        from smearscan.checkpoint import verify_checkpoint
+    from smearscan.checkpoint import verify_checkpoint
 
+    if name in SHIPPED:
+        return verify_checkpoint(*shipped_path(name))
+    if is_checkpoint_path(name):
         return verify_checkpoint(Path(name))
     return f"n/a ({name} has no weights)"
 
@@ -60,14 +92,18 @@ def load_model(name: str) -> torch.nn.Module:
         ModelError: No model of that name, or a checkpoint that is missing, corrupt or
             does not match its sha256.
     """
-    if is_checkpoint_path(name):
-        from smearscan.checkpoint import load_checkpoint
+    from smearscan.checkpoint import load_checkpoint
 
+    if name in SHIPPED:
+        path, digest = shipped_path(name)
+        return load_checkpoint(path, expected_sha256=digest).model
+    if is_checkpoint_path(name):
         return load_checkpoint(Path(name)).model
     try:
         factory, _ = MODELS[name]
     except KeyError:
+        known = ", ".join(sorted([*SHIPPED, *MODELS]))
         raise ModelError(
-            f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}"
+            f"unknown model {name!r}; available: {known}, or a trained checkpoint PATH.pt"
         ) from None
     return factory()

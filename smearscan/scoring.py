@@ -329,9 +329,18 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _process_source(
+def run_model(
     source: DataSource, items: Sequence[Annotated], model: str, config: ProcessConfig, work: Path
 ) -> list[RunSlide]:
+    """Process ``items`` with ``model`` (the source's pixel size given, when known).
+
+    Args:
+        source: The dataset the images belong to.
+        items: Its images to process.
+        model: ``--model`` value.
+        config: Base settings.
+        work: Folder for the run's report and masks.
+    """
     from smearscan.pipeline import process_batch
 
     cfg = config.with_overrides(model=model)
@@ -339,6 +348,13 @@ def _process_source(
         cfg = dataclasses.replace(cfg, scale=ScaleConfig(pixel_size_um=source.pixel_size_um))
     batch = process_batch([i.image for i in items], work / "report.xlsx", cfg)
     return run_slides_from_results(batch.results)
+
+
+def quiet_config(config: ProcessConfig | None = None) -> ProcessConfig:
+    """``config`` (default settings when None) without previews or probability maps."""
+    base = config or ProcessConfig()
+    output = dataclasses.replace(base.output, write_previews=False, write_probabilities=False)
+    return dataclasses.replace(base, output=output)
 
 
 def evaluate(
@@ -369,17 +385,13 @@ def evaluate(
     """
     if (model is None) == (run_report is None):
         raise DatasetError("give either a model to run or the report of an earlier run")
-    base = config or ProcessConfig()
-    base = dataclasses.replace(
-        base,
-        output=dataclasses.replace(base.output, write_previews=False, write_probabilities=False),
-    )
+    base = quiet_config(config)
     earlier = read_run(run_report) if run_report is not None else []
     rows: list[dict[str, Any]] = []
     for i, source in enumerate(sources):
         items = list_annotated(source.path)[:limit]
         if model is not None:
-            slides = _process_source(source, items, model, base, work_dir / f"{i + 1}")
+            slides = run_model(source, items, model, base, work_dir / f"{i + 1}")
         else:
             slides = earlier
         rows.extend(score_images(items, slides, source.name))

@@ -19,12 +19,12 @@ dataset) and :func:`train` picks between the two from :class:`TrainConfig`.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,14 @@ import torch
 from torch import nn
 
 from smearscan.atomic import atomic_write
-from smearscan.augment import AugmentConfig, augment
+from smearscan.augment import augment
 from smearscan.checkpoint import load_checkpoint, save_checkpoint
 from smearscan.errors import ConfigError
 from smearscan.inference import choose_device, input_affine
-from smearscan.loss_spec import DEFAULT_LOSS, build_loss, deep_supervision_loss
+from smearscan.loss_spec import build_loss, deep_supervision_loss
 from smearscan.models.factory import build_model
 from smearscan.models.network import SegmentationNet
+from smearscan.train_config import RESUMABLE_CHANGES, TrainConfig
 from smearscan.train_data import Sample, crops_per_epoch, random_crop, split_folds
 from smearscan.weak_labels import IGNORE, PartialLabelLoss
 
@@ -47,97 +48,8 @@ log = logging.getLogger(__name__)
 
 NUCLEUS = 3
 CELL = (2, 3)
-#: Settings that may change when a run is resumed (train longer, on another device).
-RESUMABLE_CHANGES = ("epochs", "early_stop_patience", "device", "amp")
 #: Called after each epoch with its history row.
 EpochHook = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (stored in its checkpoints).
-
-    Attributes:
-        arch, width, depth, deep_supervision: The network (:func:`build_model`).
-        input_pixel_size_um: The model's scale, µm/px.
-        loss: Loss spec (:func:`smearscan.loss_spec.build_loss`), e.g. ``ce+dice``.
-        epochs: Most epochs.
-        batch_size: Crops per step.
-        crop_px: Side of a training crop, model pixels (a multiple of ``2**depth``).
-        lr: Initial Adam learning rate.
-        weight_decay: Adam weight decay.
-        lr_patience: Epochs without improvement before the learning rate is cut.
-        lr_factor: The cut (new = old * factor).
-        early_stop_patience: Epochs without improvement before training stops.
-        val_fraction: Share of each dataset held out for validation (single run).
-        folds: ``k`` of k-fold cross-validation (0: one run with ``val_fraction``).
-        seed: Seed of every random choice.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        amp: Mixed precision on CUDA.
-        weak_weight: Loss weight of box and point labels.
-        max_crops_per_sample: Crops per epoch from one large image.
-        augment: Augmentation ranges.
-    """
-
-    arch: str = "resunet"
-    width: int = 8
-    depth: int = 4
-    deep_supervision: bool = False
-    input_pixel_size_um: float = 0.25
-    loss: str = DEFAULT_LOSS
-    epochs: int = 60
-    batch_size: int = 16
-    crop_px: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-5
-    lr_patience: int = 4
-    lr_factor: float = 0.5
-    early_stop_patience: int = 12
-    val_fraction: float = 0.2
-    folds: int = 0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    weak_weight: float = 0.3
-    max_crops_per_sample: int = 4
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def __post_init__(self) -> None:
-        multiple = 2**self.depth
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (
-                self.crop_px >= multiple and self.crop_px % multiple == 0,
-                f"crop size must be a multiple of 2**depth = {multiple}, got {self.crop_px}",
-            ),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (0 < self.lr_factor < 1, f"lr factor must be in (0, 1), got {self.lr_factor}"),
-            (0 < self.val_fraction < 1, f"val fraction must be in (0, 1), got {self.val_fraction}"),
-            (self.folds == 0 or self.folds >= 2, f"folds must be 0 or >= 2, got {self.folds}"),
-            (self.input_pixel_size_um > 0, "input pixel size must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    @property
-    def arch_args(self) -> dict[str, Any]:
-        """The :func:`build_model` arguments (the checkpoint's ``arch`` entry)."""
-        return {
-            "arch": self.arch,
-            "width": self.width,
-            "depth": self.depth,
-            "n_classes": 5,
-            "input_pixel_size_um": self.input_pixel_size_um,
-            "deep_supervision": self.deep_supervision,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (for checkpoints and the CSV's run record)."""
-        d = dataclasses.asdict(self)
-        d["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["augment"].items()}
-        return d
 
 
 @dataclass
@@ -449,7 +361,9 @@ def cross_validate(
 ) -> list[FitResult]:
     """``config.folds``-fold cross-validation: one :func:`fit` per fold in ``out_dir/foldN``.
 
-    Writes ``cv_summary.csv`` with each fold's best validation row and the mean.
+    Each fold folder also lists its held-out images (``val_images.txt``, one
+    ``source/file`` name per line) for scoring at the source resolution. Writes
+    ``cv_summary.csv`` with each fold's best validation row and the mean.
     ``kwargs`` go to :func:`fit` (``resume`` is not supported here).
     """
     results = []
@@ -461,7 +375,11 @@ def cross_validate(
             len(train_part),
             len(val_part),
         )
-        results.append(fit(train_part, val_part, config, out_dir / f"fold{i + 1}", **kwargs))
+        fold_dir = out_dir / f"fold{i + 1}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        names = "".join(f"{s.name}\n" for s in val_part)
+        atomic_write(fold_dir / "val_images.txt", partial(Path.write_text, data=names))
+        results.append(fit(train_part, val_part, config, fold_dir, **kwargs))
     rows = [{"fold": i + 1, **r.history[r.best_epoch - 1]} for i, r in enumerate(results)]
     means = {
         k: float(np.mean([row[k] for row in rows]))

@@ -43,3 +43,46 @@ def test_process_slide_on_cuda(tmp_path: Path):
     )
     result = process_slide(tmp_path / "f.png", config, tmp_path / "out.zarr")
     assert result.status == "ok" and result.tiles >= 1
+
+
+def test_train_with_amp_on_cuda(tmp_path: Path):
+    from smearscan.checkpoint import load_checkpoint
+    from smearscan.train_config import TrainConfig
+    from smearscan.train_data import DataSource, load_samples
+    from smearscan.training import fit, holdout_split
+    from tests.annotated import PIXEL_SIZE_UM, write_mask_dataset
+
+    data = write_mask_dataset(tmp_path / "drawn", n=10, seed=1)
+    samples = load_samples([DataSource(data, PIXEL_SIZE_UM)], PIXEL_SIZE_UM)
+    train_part, val_part = holdout_split(samples, 0.2, seed=0)
+    config = TrainConfig(
+        width=8, depth=2, crop_px=96, batch_size=2, epochs=10, lr=0.01, device="cuda", amp=True
+    )
+    result = fit(train_part, val_part, config, tmp_path / "run")
+    assert result.best_score > 0.9
+    state = load_checkpoint(result.last_path).training
+    assert state is not None and state["scaler"]["scale"] > 0  # the AMP grad scaler ran
+
+
+def test_process_with_a_trained_checkpoint_on_cuda(tmp_path: Path):
+    from smearscan.checkpoint import save_checkpoint
+    from smearscan.models import build_model
+
+    model = build_model("resunet", width=8, depth=4)
+    arch = {
+        "arch": "resunet",
+        "width": 8,
+        "depth": 4,
+        "n_classes": 5,
+        "input_pixel_size_um": 0.25,
+        "deep_supervision": False,
+    }
+    save_checkpoint(tmp_path / "m.pt", model, arch=arch)
+    write_field(generate_field(6, width=900, height=700, pixel_size_um=0.1), tmp_path / "f.png")
+    config = ProcessConfig(
+        model=str(tmp_path / "m.pt"),
+        scale=ScaleConfig(pixel_size_um=0.1),
+        inference=InferenceConfig(device="cuda", amp=True),
+    )
+    result = process_slide(tmp_path / "f.png", config, tmp_path / "out.zarr")
+    assert result.status == "ok" and result.tiles >= 1

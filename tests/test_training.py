@@ -13,8 +13,9 @@ from smearscan.augment import AugmentConfig
 from smearscan.checkpoint import load_checkpoint
 from smearscan.cli import app
 from smearscan.errors import ConfigError
+from smearscan.train_config import TrainConfig
 from smearscan.train_data import DataSource, load_samples
-from smearscan.training import TrainConfig, fit, holdout_split, train
+from smearscan.training import fit, holdout_split, train
 from tests.annotated import PIXEL_SIZE_UM, write_mask_dataset, write_yolo_dataset
 
 SMALL = {"width": 8, "depth": 2, "crop_px": 96, "batch_size": 4, "seed": 3}
