@@ -6,7 +6,16 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: install browser demo test test-slow test-gpu lint bench clean
+# Training data of the default weights (read-only, never copied into the package).
+DATA ?= ../shared/data
+TRAIN_DATA := --data $(DATA)/wbc-seg/jiangxi@0.15 --data $(DATA)/wbc-seg/cellavision@0.10 \
+	--data $(DATA)/txl-pbc/train
+TRAIN_OPTS := --arch resunet --width 8 --depth 4 --input-pixel-size 0.25 --epochs 40 \
+	--patience 10 --seed 0
+RUNS ?= runs
+SHIPPED_NAME ?= resunet-v1
+
+.PHONY: install browser demo test test-slow test-gpu lint bench weights cv clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +52,17 @@ lint: install
 bench: install
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/classical_dice.py
+
+# The shipped segmentation weights: train on $(DATA), copy best.pt into the package and
+# print the sha256 to record in smearscan/registry.py (see smearscan/weights/MODEL_CARD.md).
+weights: install
+	$(VENV)/bin/smearscan train $(TRAIN_DATA) $(TRAIN_OPTS) --val-fraction 0.1 --out $(RUNS)/default
+	$(PY) benchmarks/ship_weights.py $(RUNS)/default/best.pt --name $(SHIPPED_NAME)
+
+# 5-fold cross-validation of the same recipe, scored on wbc-seg at the source resolution.
+cv: install
+	$(VENV)/bin/smearscan train $(TRAIN_DATA) $(TRAIN_OPTS) --folds 5 --out $(RUNS)/cv
+	$(PY) benchmarks/cv_wbcseg.py $(RUNS)/cv
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache .mypy_cache

@@ -12,7 +12,8 @@ once: images with too few RBCs for an estimate are then processed too.
 
 Usage::
 
-    .venv/bin/python benchmarks/cells_txlpbc.py [--split val] [--limit N] [--csv out.csv]
+    .venv/bin/python benchmarks/cells_txlpbc.py [--model NAME|PATH.pt] [--split val]
+        [--limit N] [--csv out.csv]
 """
 
 from __future__ import annotations
@@ -21,85 +22,46 @@ import argparse
 import csv
 import logging
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from smearscan.config import ProcessConfig, ScaleConfig
+from smearscan.config import DEFAULT_MODEL, ProcessConfig, ScaleConfig
+from smearscan.datasets import image_size, read_yolo_boxes
 from smearscan.errors import ProcessingError
 from smearscan.pipeline import process_slide
+from smearscan.scoring import match_points_in_boxes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {(640, 480): "BCCD", (416, 416): "BCD", (575, 575): "Raabin"}
 
 
-def read_boxes(label_file: Path, width: int, height: int) -> dict[int, np.ndarray]:
-    """YOLO boxes per class as float ``(n, 4)`` x0, y0, x1, y1 in pixels."""
-    boxes: dict[int, list[list[float]]] = defaultdict(list)
-    for line in label_file.read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 5:
-            continue
-        cls, cx, cy, w, h = int(parts[0]), *map(float, parts[1:])
-        boxes[cls].append(
-            [
-                (cx - w / 2) * width,
-                (cy - h / 2) * height,
-                (cx + w / 2) * width,
-                (cy + h / 2) * height,
-            ]
-        )
-    return {k: np.asarray(v) for k, v in boxes.items()}
-
-
-def match(points: np.ndarray, boxes: np.ndarray) -> int:
-    """Number of one-to-one matches of points (x, y) to boxes containing them."""
-    if len(points) == 0 or len(boxes) == 0:
-        return 0
-    inside = (
-        (points[:, None, 0] >= boxes[None, :, 0])
-        & (points[:, None, 0] <= boxes[None, :, 2])
-        & (points[:, None, 1] >= boxes[None, :, 1])
-        & (points[:, None, 1] <= boxes[None, :, 3])
-    )
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    dist = np.linalg.norm(points[:, None, :] - centres[None], axis=2)
-    used_p, used_b, n = set(), set(), 0
-    for p, b in sorted(zip(*np.nonzero(inside), strict=True), key=lambda pb: dist[pb]):
-        if p not in used_p and b not in used_b:
-            used_p.add(p)
-            used_b.add(b)
-            n += 1
-    return n
-
-
 def evaluate(
-    images: list[Path], workdir: Path, pixel_sizes: dict[str, float] | None = None
+    images: list[Path], workdir: Path, model: str, pixel_sizes: dict[str, float] | None = None
 ) -> list[dict[str, object]]:
     """One row of counts per image.
 
     Args:
         images: Image files of one split.
         workdir: Scratch folder for the Zarr output.
+        model: ``--model`` value.
         pixel_sizes: Pixel size (um/px) to give per source, as a lab sets its
             camera's once; a source not in it is estimated from the RBCs.
     """
-    import cv2
-
     rows = []
     for path in images:
-        h, w = cv2.imread(str(path)).shape[:2]
-        boxes = read_boxes(path.parent.parent / "labels" / f"{path.stem}.txt", w, h)
+        w, h = image_size(path)
+        boxes = read_yolo_boxes(path.parent.parent / "labels" / f"{path.stem}.txt", w, h)
+        wbc = [b for b in boxes if b.label == "wbc"]
         row: dict[str, object] = {
             "image": path.name,
             "source": SOURCES.get((w, h), "PBC"),
-            "wbc_true": len(boxes.get(0, [])),
-            "rbc_true": len(boxes.get(1, [])),
-            "platelet_true": len(boxes.get(2, [])),
+            "wbc_true": len(wbc),
+            "rbc_true": sum(b.label == "rbc" for b in boxes),
+            "platelet_true": sum(b.label == "platelet" for b in boxes),
         }
         given = (pixel_sizes or {}).get(str(row["source"]))
-        config = ProcessConfig(scale=ScaleConfig(pixel_size_um=given))
+        config = ProcessConfig(model=model, scale=ScaleConfig(pixel_size_um=given))
         try:
             result = process_slide(path, config, workdir / "m.zarr")
         except ProcessingError as exc:
@@ -112,7 +74,7 @@ def evaluate(
             wbc_pred=len(points),
             rbc_pred=result.rbc_count,
             platelet_pred=result.platelet_count,
-            wbc_matched=match(points.reshape(-1, 2), boxes.get(0, np.zeros((0, 4)))),
+            wbc_matched=match_points_in_boxes(points.reshape(-1, 2), wbc),
             pixel_size_um=result.pixel_size_um,
         )
         rows.append(row)
@@ -150,11 +112,12 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--csv", type=Path)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or PATH.pt")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     images = sorted((args.data / "txl-pbc" / args.split / "images").glob("*.jpg"))[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = evaluate(images, Path(tmp))
+        rows = evaluate(images, Path(tmp), args.model)
         print("pixel size estimated per image (failed images count as missed WBCs):")
         for source in sorted({str(r["source"]) for r in rows}):
             print(summarise([r for r in rows if r["source"] == source], source))
@@ -172,7 +135,7 @@ def main() -> None:
                 for r in rows
                 if r["source"] in fixed
             ]
-            again = {str(r["image"]): r for r in evaluate(redo, Path(tmp), fixed)}
+            again = {str(r["image"]): r for r in evaluate(redo, Path(tmp), args.model, fixed)}
             rows = [again.get(str(r["image"]), r) for r in rows]
             print(
                 "pixel size set per source ("

@@ -1,7 +1,7 @@
 """Dice of the instance masks ``labels/nuclei`` and ``labels/cells`` on wbc-seg.
 
 Every image of ``wbc-seg/<set>/images`` is processed by the real batch path
-(``process_batch``, default model, the set's pixel size given as with
+(``process_batch``, ``--model`` or the default model, the set's pixel size given as with
 ``--pixel-size``). The slide's ``labels/cells`` and ``labels/nuclei`` are brought
 back to the source grid (nearest) and compared with the expert mask: whole cell
 (any label vs mask 128|255) and nucleus (any label vs mask 255). Unlike
@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import zarr
 
-from smearscan.config import ProcessConfig, ScaleConfig
+from smearscan.config import DEFAULT_MODEL, ProcessConfig, ScaleConfig
 from smearscan.evaluation import WBC_SEG_PIXEL_SIZE_UM, dice, snap_mask_levels
 from smearscan.pipeline import process_batch
 from smearscan.resample import labels_to_source
@@ -36,10 +36,12 @@ from smearscan.resample import labels_to_source
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def score_set(folder: Path, pixel_size_um: float, limit: int | None) -> list[tuple[float, float]]:
+def score_set(
+    folder: Path, pixel_size_um: float, limit: int | None, model: str
+) -> list[tuple[float, float]]:
     """(nucleus Dice, cell Dice) per image of one wbc-seg set."""
     images = sorted((folder / "images").glob("*.png"))[:limit]
-    config = ProcessConfig(scale=ScaleConfig(pixel_size_um=pixel_size_um))
+    config = ProcessConfig(model=model, scale=ScaleConfig(pixel_size_um=pixel_size_um))
     config = dataclasses.replace(
         config,
         output=dataclasses.replace(config.output, write_previews=False, write_probabilities=False),
@@ -67,11 +69,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--limit", type=int, default=None, help="images per set (default all)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or PATH.pt")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     for name, pixel_size in WBC_SEG_PIXEL_SIZE_UM.items():
         start = time.perf_counter()
-        scores = score_set(args.data / "wbc-seg" / name, pixel_size, args.limit)
+        scores = score_set(args.data / "wbc-seg" / name, pixel_size, args.limit, args.model)
         nucleus = [n for n, _ in scores]
         cell = [c for _, c in scores]
         print(

@@ -2,9 +2,10 @@
 
 Reports, measured in one run:
 
-1. Classical path: seconds per 2592x1944 synthetic field through
-   ``process_slide`` (read, pixel size, resample, calibrate, tiled
-   segmentation, blending, Zarr write, cell stage, previews) and the peak RSS of
+1. Field path: seconds per 2592x1944 synthetic field through
+   ``process_slide`` with the model of ``--model`` (default: the default model;
+   read, pixel size, resample, tiled segmentation, blending, Zarr write, cell
+   stage, previews) and the peak RSS of
    this process; the post-processing part (cell stage: instances, labels,
    morphometry, types; then the overlay and thumbnail) on its own.
 2. Stitched engine vs a plain whole-image forward pass of the same CNN
@@ -13,7 +14,8 @@ Reports, measured in one run:
 
 Usage::
 
-    .venv/bin/python benchmarks/engine.py [--fields 3] [--repeats 3] [--json out.json]
+    .venv/bin/python benchmarks/engine.py [--model NAME|PATH.pt] [--fields 3] [--repeats 3]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smearscan.config import ProcessConfig, TilingConfig
+from smearscan.config import DEFAULT_MODEL, ProcessConfig, TilingConfig
 from smearscan.inference import TilePredictor
 from smearscan.models.tiny import TinyUNet
 from smearscan.pipeline import process_slide
+from smearscan.registry import load_model
 from smearscan.resample import resample_image
 from smearscan.segmentation import plan_grid, segment_array
 from smearscan.synth import generate_field, write_field
@@ -46,14 +49,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_classical(n_fields: int, workdir: Path) -> dict[str, float]:
-    """Seconds per field for the classical path; the pixel size is estimated from RBCs."""
+def bench_fields(model: str, n_fields: int, workdir: Path) -> dict[str, float]:
+    """Seconds per field through ``process_slide``; the pixel size is estimated from RBCs."""
     paths = []
     for seed in range(n_fields):
         path = workdir / f"field_{seed}.png"
         write_field(generate_field(seed, FIELD_W, FIELD_H, FIELD_PX_UM), path)
         paths.append(path)
-    config = ProcessConfig()
+    config = ProcessConfig(model=model)
     process_slide(paths[0], config, workdir / "warmup.zarr")  # imports, first-call costs
     times, cell_times, preview_times = [], [], []
     for path in paths:
@@ -71,8 +74,9 @@ def bench_classical(n_fields: int, workdir: Path) -> dict[str, float]:
         )
     post = [c + p for c, p in zip(cell_times, preview_times, strict=True)]
     return {
-        "classical_s_per_field_mean": statistics.mean(times),
-        "classical_s_per_field_min": min(times),
+        "field_s_mean": statistics.mean(times),
+        "field_s_max": max(times),
+        "field_s_min": min(times),
         "cell_stage_s_per_field_mean": statistics.mean(cell_times),
         "cell_stage_s_per_field_max": max(cell_times),
         "preview_s_per_field_mean": statistics.mean(preview_times),
@@ -120,14 +124,21 @@ def _timed(fn: Callable[[], object]) -> float:
 def main() -> None:
     """Run both benchmarks and print the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or PATH.pt")
     parser.add_argument("--fields", type=int, default=3, help="synthetic fields to time")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the CNN comparison")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
+    spec = load_model(args.model).spec
+    extra = ", ".join(f"{k} {v}" for k, v in spec.extra.items() if k in ("width", "depth"))
+    print(
+        f"model {args.model}: {spec.architecture} {extra}, input "
+        f"{spec.input_pixel_size_um} µm/px, halo {spec.halo_px} px, tile {spec.tile_px} px"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        print("classical path, 2592x1944 fields:")
-        results = bench_classical(args.fields, Path(tmp))
+        print("2592x1944 fields through process_slide:")
+        results = bench_fields(args.model, args.fields, Path(tmp))
     print("stitched engine vs whole-image forward (TinyUNet width 16):")
     results |= bench_stitching(args.repeats, (256, 512, 1024))
     for key, value in results.items():

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from smearscan.errors import SmearscanError
+from smearscan.errors import ConfigError, SmearscanError
 
 log = logging.getLogger("smearscan.cli")
 
@@ -76,6 +76,13 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
     weak_weight: Annotated[float, typer.Option(help="Loss weight of box and point labels.")] = 0.3,
+    teacher: Annotated[
+        str,
+        typer.Option(
+            help="Segmenter that fills in what the labels leave open (background vs RBC "
+            "outside wbc-seg cells, nucleus vs cytoplasm inside boxes): classical or none."
+        ),
+    ] = "classical",
     resume: Annotated[
         Path | None, typer.Option(help="last.pt of an interrupted run with the same settings.")
     ] = None,
@@ -88,6 +95,7 @@ def train(
     checkpoint OUT/best.pt runs with `smearscan process --model OUT/best.pt`.
     """
     from smearscan.console import setup_logging
+    from smearscan.registry import load_model
     from smearscan.train_config import TrainConfig
     from smearscan.train_data import DataSource, load_samples
     from smearscan.training import train as run_training
@@ -113,9 +121,18 @@ def train(
             amp=amp,
             weak_weight=weak_weight,
         )
+        if teacher not in ("classical", "none"):
+            raise ConfigError(f"--teacher must be classical or none, got {teacher!r}")
         sources = [DataSource.parse(d) for d in data]
-        samples = load_samples(sources, input_pixel_size, weak_weight=weak_weight, limit=limit)
+        samples = load_samples(
+            sources,
+            input_pixel_size,
+            weak_weight=weak_weight,
+            limit=limit,
+            teacher=load_model("classical") if teacher == "classical" else None,
+        )
         metadata = {
+            "teacher": teacher,
             "data": [
                 f"{s.path}@{s.pixel_size_um}" if s.pixel_size_um else str(s.path) for s in sources
             ],

@@ -40,6 +40,11 @@ def _positive(name: str, value: float | int) -> None:
         raise ConfigError(f"{name} must be > 0, got {value}")
 
 
+#: The segmentation model of ``process`` when none is named (a name of
+#: :mod:`smearscan.registry`).
+DEFAULT_MODEL = "classical"
+
+
 @dataclass(frozen=True)
 class TilingConfig:
     """How a slide is cut into tiles for the model.
@@ -217,7 +222,7 @@ class BatchConfig:
 class ProcessConfig:
     """Everything ``smearscan process`` needs besides the inputs and the report path."""
 
-    model: str = "classical"
+    model: str = DEFAULT_MODEL
     tiling: TilingConfig = field(default_factory=TilingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from smearscan.config import DEFAULT_MODEL
 from smearscan.errors import ModelError
 
 #: Folder of the shipped weights.
@@ -26,9 +27,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 #: Shipped weights: name -> (file in WEIGHTS_DIR, its sha256, one-line description).
 SHIPPED: dict[str, tuple[str, str, str]] = {}
-
-#: The model ``process`` uses when none is named.
-DEFAULT_MODEL = "classical"
 
 
 def _classical() -> torch.nn.Module:

@@ -42,7 +42,8 @@ class TrainConfig:
         amp: Mixed precision on CUDA.
         weak_weight: Loss weight of box and point labels.
         max_crops_per_sample: Crops per epoch from one large image.
-        augment: Augmentation ranges.
+        augment: Augmentation ranges; scaling 0.8-1.25 by default, wider than
+            :class:`AugmentConfig`'s, so a pixel size estimated 20 % off still works.
     """
 
     arch: str = "resunet"
@@ -66,7 +67,7 @@ class TrainConfig:
     amp: bool = True
     weak_weight: float = 0.3
     max_crops_per_sample: int = 4
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(scale_range=(0.8, 1.25)))
 
     def __post_init__(self) -> None:
         multiple = 2**self.depth

@@ -16,6 +16,14 @@
 Boxes and points become weak targets (:func:`smearscan.weak_labels.weak_mask`):
 ellipses and discs with ignored corners and rings, weight ``weak_weight``.
 
+With a teacher (``--teacher classical``, the default) the labels a dataset
+leaves open are filled in by the classical colour segmenter, at the weak
+weight: a :data:`NOT_WBC` pixel the teacher calls background, RBC or
+platelet takes that class (the yellow background of a wbc-seg field is then
+background, not "anything but a WBC"), and an ``ANY_WBC`` pixel of a box the
+teacher calls cytoplasm or nucleus takes that class (:func:`refine_with_teacher`).
+Where the teacher contradicts the annotation, the annotation's label stays.
+
 Each image is brought to the model's scale once, when loaded: its pixel size is
 ``@UM`` when given, else the median RBC box (7.5 µm across) when the
 annotation has at least three whole RBC boxes, else the RBC estimate of
@@ -32,6 +40,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from smearscan.datasets import (
     TXL_PBC_CLASSES,
@@ -45,7 +54,7 @@ from smearscan.datasets import (
 from smearscan.errors import InputError, ScaleEstimationError, SmearscanError
 from smearscan.resample import nearest_indices, resample_image, scale_factor
 from smearscan.scale import estimate_pixel_size
-from smearscan.weak_labels import IGNORE, NOT_WBC, weak_mask
+from smearscan.weak_labels import ANY_WBC, IGNORE, NOT_WBC, weak_mask
 
 log = logging.getLogger(__name__)
 
@@ -246,14 +255,46 @@ def _to_scale(array: np.ndarray, s: float) -> np.ndarray:
     return np.ascontiguousarray(array[rows[:, None], cols[None, :]])
 
 
+#: Teacher class -> allowed for a pixel with this partial label (see module doc).
+_TEACHER_FILLS: dict[int, tuple[int, ...]] = {NOT_WBC: (0, 1, 4), ANY_WBC: (2, 3)}
+
+
+def refine_with_teacher(
+    target: np.ndarray, weight: np.ndarray, teacher: np.ndarray, weak_weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill partial labels with a teacher's classes where the two agree.
+
+    Args:
+        target: uint8 ``(H, W)`` training target (classes, partial labels, IGNORE).
+        weight: float32 ``(H, W)`` loss weights.
+        teacher: uint8 ``(H, W)`` class map of the teacher (0..4), same grid.
+        weak_weight: Weight of a filled-in pixel.
+
+    Returns:
+        New ``(target, weight)``: a :data:`NOT_WBC` pixel the teacher calls 0, 1 or 4
+        and an ``ANY_WBC`` pixel it calls 2 or 3 take the teacher's class at
+        ``weak_weight``; every other pixel is unchanged.
+    """
+    target, weight = target.copy(), weight.copy()
+    for partial, allowed in _TEACHER_FILLS.items():
+        fill = (target == partial) & np.isin(teacher, allowed)
+        target[fill] = teacher[fill]
+        weight[fill] = weak_weight
+    return target, weight
+
+
 def load_sample(
     item: Annotated,
     source: DataSource,
     model_pixel_size_um: float,
     *,
     weak_weight: float = 0.3,
+    teacher: torch.nn.Module | None = None,
 ) -> Sample:
     """Read one annotated image and bring it to the model's scale.
+
+    ``teacher`` (a segmenter, e.g. the classical one) fills in partial labels
+    (:func:`refine_with_teacher`).
 
     Raises:
         InputError: Unreadable image or annotation, or a mask of another size.
@@ -291,12 +332,18 @@ def load_sample(
     if pixel_size is None:
         pixel_size = estimate_pixel_size(rgb).pixel_size_um
     s = scale_factor(pixel_size, model_pixel_size_um)
+    image, target, weight = resample_image(rgb, s), _to_scale(target, s), _to_scale(weight, s)
+    if teacher is not None:
+        from smearscan.evaluation import segment_at_source
+
+        taught = segment_at_source(teacher, image, model_pixel_size_um)
+        target, weight = refine_with_teacher(target, weight, taught, weak_weight)
     return Sample(
         name=f"{source.name}/{item.image.name}",
         source=source.name,
-        image=resample_image(rgb, s),
-        target=_to_scale(target, s),
-        weight=_to_scale(weight, s),
+        image=image,
+        target=target,
+        weight=weight,
         strong=item.layout == "masks",
         pixel_size_um=float(pixel_size),
     )
@@ -308,6 +355,7 @@ def load_samples(
     *,
     weak_weight: float = 0.3,
     limit: int | None = None,
+    teacher: torch.nn.Module | None = None,
 ) -> list[Sample]:
     """Every usable image of the datasets, at the model's scale.
 
@@ -319,6 +367,7 @@ def load_samples(
         model_pixel_size_um: The model's input scale, µm/px.
         weak_weight: Loss weight of box and point labels.
         limit: Read at most this many images per dataset (first by name).
+        teacher: Segmenter filling in partial labels (:func:`refine_with_teacher`).
 
     Raises:
         DatasetError: A dataset with no layout, no image or no usable sample.
@@ -329,7 +378,9 @@ def load_samples(
         for item in list_annotated(source.path)[:limit]:
             try:
                 samples.append(
-                    load_sample(item, source, model_pixel_size_um, weak_weight=weak_weight)
+                    load_sample(
+                        item, source, model_pixel_size_um, weak_weight=weak_weight, teacher=teacher
+                    )
                 )
                 loaded += 1
             except SmearscanError as exc:

@@ -335,6 +335,13 @@ def fit(
     return FitResult(best, last, run.history, run.best_epoch, run.best_score)
 
 
+def write_names(path: Path, samples: Sequence[Sample]) -> None:
+    """Write the samples' names (``source/file``), one per line (the held-out images)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = "".join(f"{s.name}\n" for s in samples)
+    atomic_write(path, partial(Path.write_text, data=names))
+
+
 def holdout_split(
     samples: Sequence[Sample], val_fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
@@ -361,8 +368,8 @@ def cross_validate(
 ) -> list[FitResult]:
     """``config.folds``-fold cross-validation: one :func:`fit` per fold in ``out_dir/foldN``.
 
-    Each fold folder also lists its held-out images (``val_images.txt``, one
-    ``source/file`` name per line) for scoring at the source resolution. Writes
+    Each fold folder also lists its held-out images (``val_images.txt``) for
+    scoring at the source resolution. Writes
     ``cv_summary.csv`` with each fold's best validation row and the mean.
     ``kwargs`` go to :func:`fit` (``resume`` is not supported here).
     """
@@ -376,9 +383,7 @@ def cross_validate(
             len(val_part),
         )
         fold_dir = out_dir / f"fold{i + 1}"
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        names = "".join(f"{s.name}\n" for s in val_part)
-        atomic_write(fold_dir / "val_images.txt", partial(Path.write_text, data=names))
+        write_names(fold_dir / "val_images.txt", val_part)
         results.append(fit(train_part, val_part, config, fold_dir, **kwargs))
     rows = [{"fold": i + 1, **r.history[r.best_epoch - 1]} for i, r in enumerate(results)]
     means = {
@@ -398,7 +403,8 @@ def train(
     resume: Path | None = None,
     **kwargs: Any,
 ) -> list[FitResult]:
-    """Train as ``config`` says: k-fold cross-validation, or one run on a held-out split.
+    """Train as ``config`` says: k-fold cross-validation, or one run on a held-out split
+    (its images listed in ``out_dir/val_images.txt``).
 
     Raises:
         ConfigError: ``resume`` with cross-validation (resume one fold's run instead).
@@ -408,4 +414,5 @@ def train(
             raise ConfigError("--resume continues one run; resume a fold with its own last.pt")
         return cross_validate(samples, config, out_dir, **kwargs)
     train_part, val_part = holdout_split(samples, config.val_fraction, config.seed)
+    write_names(out_dir / "val_images.txt", val_part)
     return [fit(train_part, val_part, config, out_dir, resume=resume, **kwargs)]

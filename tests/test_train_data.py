@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from smearscan.datasets import Box
+from smearscan.registry import load_model
 from smearscan.train_data import (
     DatasetError,
     DataSource,
@@ -18,6 +19,7 @@ from smearscan.train_data import (
     load_samples,
     random_crop,
     rbc_box_pixel_size,
+    refine_with_teacher,
     split_folds,
 )
 from smearscan.weak_labels import ANY_WBC, IGNORE, NOT_WBC
@@ -135,3 +137,26 @@ def test_wbc_seg_and_txl_pbc_load() -> None:
     jiangxi, txl = samples[:5], samples[5:]
     assert all(s.strong and s.image.shape[0] == 72 for s in jiangxi)
     assert all(0.03 < s.pixel_size_um < 0.3 for s in txl)
+
+
+def test_teacher_fills_only_the_open_labels() -> None:
+    target = np.array([[NOT_WBC, NOT_WBC, NOT_WBC, ANY_WBC, ANY_WBC, 3, IGNORE]], np.uint8)
+    weight = np.array([[1, 1, 1, 0.3, 0.3, 1, 0]], np.float32)
+    teacher = np.array([[0, 1, 3, 3, 1, 2, 2]], np.uint8)
+    new_target, new_weight = refine_with_teacher(target, weight, teacher, 0.3)
+    # background / RBC fill "not a WBC"; nucleus fills "some WBC"; contradictions and
+    # exact or ignored labels stay as annotated
+    assert new_target.tolist() == [[0, 1, NOT_WBC, 3, ANY_WBC, 3, IGNORE]]
+    assert new_weight[0].tolist() == pytest.approx([0.3, 0.3, 1, 0.3, 0.3, 1, 0])
+    assert target[0, 0] == NOT_WBC  # inputs untouched
+
+
+def test_classical_teacher_marks_the_drawn_background(tmp_path: Path) -> None:
+    data = write_mask_dataset(tmp_path / "m", 1)
+    (plain,) = load_samples([DataSource(data, PIXEL_SIZE_UM)], PIXEL_SIZE_UM)
+    (taught,) = load_samples(
+        [DataSource(data, PIXEL_SIZE_UM)], PIXEL_SIZE_UM, teacher=load_model("classical")
+    )
+    background = plain.target == NOT_WBC
+    assert (taught.target[background] == 0).mean() > 0.5  # the pale background
+    assert np.array_equal(taught.target[~background], plain.target[~background])
