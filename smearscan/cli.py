@@ -17,9 +17,10 @@ from typing import Annotated, Any
 import typer
 
 from smearscan import __version__, cli_models
-from smearscan.errors import ConfigError, InputError, SmearscanError
+from smearscan.console import fail_usage
+from smearscan.errors import SmearscanError
 
-EXIT_OK, EXIT_SLIDES_FAILED, EXIT_USAGE, EXIT_NOTHING_TO_DO = 0, 1, 2, 4
+EXIT_OK, EXIT_SLIDES_FAILED, EXIT_NOTHING_TO_DO = 0, 1, 4
 
 app = typer.Typer(
     name="smearscan",
@@ -180,7 +181,7 @@ def process(
     from smearscan.results import OutputPaths
 
     if out.suffix.lower() != ".xlsx":
-        _fail(f"--out must end in .xlsx, got {out}")
+        fail_usage(f"--out must end in .xlsx, got {out}")
     rich = is_interactive() and not quiet
     console = setup_logging(
         OutputPaths.for_report(out).log, quiet=quiet, verbose=verbose, rich=rich
@@ -204,10 +205,8 @@ def process(
             ),
         )
         code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
-    except (ConfigError, InputError) as exc:
-        _fail(str(exc))
-    except SmearscanError as exc:
-        _fail(str(exc))
+    except SmearscanError as exc:  # configuration, inputs that do not exist...
+        fail_usage(str(exc))
     raise typer.Exit(code)
 
 
@@ -239,11 +238,6 @@ def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> i
         batch.outputs.zarr,
     )
     return EXIT_SLIDES_FAILED if failed else EXIT_OK
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(EXIT_USAGE)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from smearscan.console import fail_usage
 from smearscan.errors import ConfigError, SmearscanError
 
 log = logging.getLogger("smearscan.cli")
@@ -28,11 +29,6 @@ DataOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def train(
@@ -141,8 +137,7 @@ def train(
             samples, config, out, resume=resume, name=out.name, metadata=metadata
         )
     except (SmearscanError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail_usage(str(exc))
     for result in results:
         row = result.history[result.best_epoch - 1]
         scores = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.endswith("_dice"))
@@ -197,8 +192,7 @@ def evaluate(
         )
         written = write_scores(out, rows, overall)
     except SmearscanError as exc:
-        _fail(str(exc))
-        return
+        fail_usage(str(exc))
     for summary in overall:
         typer.echo(
             ", ".join(

@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -27,8 +28,19 @@ from rich.progress import (
 
 from smearscan.results import SlideResult
 
+#: Exit code of a usage, configuration or dataset error (nothing was done).
+EXIT_USAGE = 2
+
 _FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _PLAIN_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def fail_usage(message: str) -> NoReturn:
+    """Print ``error: message`` in red on stderr and exit with :data:`EXIT_USAGE`."""
+    import typer
+
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(EXIT_USAGE)
 
 
 def is_interactive() -> bool:

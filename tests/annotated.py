@@ -42,26 +42,27 @@ def draw_field(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, n
     return rgb, mask, rows
 
 
-def write_mask_dataset(folder: Path, n: int, seed: int = 0, size: int = 128) -> Path:
-    """``folder/images/NNN.png`` + ``folder/masks/NNN.png`` (0 / 128 / 255)."""
+def _write(folder: Path, n: int, seed: int, size: int, labels: str) -> Path:
+    """``n`` drawn fields as ``images/NNN.png`` plus their masks or YOLO files."""
     rng = np.random.default_rng(seed)
-    for sub in ("images", "masks"):
+    for sub in ("images", labels):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        rgb, mask, _ = draw_field(rng, size)
+        rgb, mask, rows = draw_field(rng, size)
         cv2.imwrite(str(folder / "images" / f"{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(folder / "masks" / f"{i:03d}.png"), mask)
+        if labels == "masks":
+            cv2.imwrite(str(folder / "masks" / f"{i:03d}.png"), mask)
+        else:
+            text = "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in rows)
+            (folder / "labels" / f"{i:03d}.txt").write_text(text)
     return folder
+
+
+def write_mask_dataset(folder: Path, n: int, seed: int = 0, size: int = 128) -> Path:
+    """``folder/images/NNN.png`` + ``folder/masks/NNN.png`` (0 / 128 / 255)."""
+    return _write(folder, n, seed, size, "masks")
 
 
 def write_yolo_dataset(folder: Path, n: int, seed: int = 0, size: int = 128) -> Path:
     """``folder/images/NNN.png`` + ``folder/labels/NNN.txt`` (0 WBC, 1 RBC)."""
-    rng = np.random.default_rng(seed)
-    for sub in ("images", "labels"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        rgb, _, rows = draw_field(rng, size)
-        cv2.imwrite(str(folder / "images" / f"{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        text = "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in rows)
-        (folder / "labels" / f"{i:03d}.txt").write_text(text)
-    return folder
+    return _write(folder, n, seed, size, "labels")

@@ -339,7 +339,7 @@ class ClassicalSegmenter(torch.nn.Module):
             ProcessingError: When ``sample`` is not an RGB uint8 image.
         """
         self.calibration = calibrate_stain(sample, CLASSICAL_PIXEL_SIZE_UM)
-        logger.info("classical segmenter calibrated (%s)", self.calibration.source)
+        logger.debug("classical segmenter calibrated (%s)", self.calibration.source)
 
     def segment(self, rgb: np.ndarray) -> np.ndarray:
         """Semantic map of one RGB uint8 ``(H, W, 3)`` image: uint8 ``(H, W)``."""
