@@ -72,6 +72,10 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
     weak_weight: Annotated[float, typer.Option(help="Loss weight of box and point labels.")] = 0.3,
+    max_crops: Annotated[
+        int,
+        typer.Option(min=1, help="Most crops per epoch from one image (large fields give more)."),
+    ] = 4,
     teacher: Annotated[
         str,
         typer.Option(
@@ -116,6 +120,7 @@ def train(
             device=device,
             amp=amp,
             weak_weight=weak_weight,
+            max_crops_per_sample=max_crops,
         )
         if teacher not in ("classical", "none"):
             raise ConfigError(f"--teacher must be classical or none, got {teacher!r}")
