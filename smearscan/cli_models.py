@@ -61,6 +61,13 @@ def train(
         int, typer.Option(help="Crop side in model pixels (multiple of 2**depth).")
     ] = 128,
     lr: Annotated[float, typer.Option(help="Initial Adam learning rate.")] = 2e-3,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="Learning rate: cosine (lr down to lr/100 over --epochs) or plateau "
+            "(halved after 4 epochs without a better validation score)."
+        ),
+    ] = "cosine",
     patience: Annotated[
         int, typer.Option(min=1, help="Early stopping: epochs without a better validation score.")
     ] = 12,
@@ -76,6 +83,10 @@ def train(
         int,
         typer.Option(min=1, help="Most crops per epoch from one image (large fields give more)."),
     ] = 4,
+    strong_repeat: Annotated[
+        int,
+        typer.Option(min=1, help="Times each image with an exact mask is drawn per epoch."),
+    ] = 1,
     teacher: Annotated[
         str,
         typer.Option(
@@ -113,6 +124,7 @@ def train(
             batch_size=batch_size,
             crop_px=crop,
             lr=lr,
+            schedule=schedule,
             early_stop_patience=patience,
             folds=folds,
             val_fraction=val_fraction,
@@ -121,6 +133,7 @@ def train(
             amp=amp,
             weak_weight=weak_weight,
             max_crops_per_sample=max_crops,
+            strong_repeat=strong_repeat,
         )
         if teacher not in ("classical", "none"):
             raise ConfigError(f"--teacher must be classical or none, got {teacher!r}")

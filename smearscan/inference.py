@@ -79,7 +79,7 @@ class TilePredictor:
             isinstance(m, torch.nn.Conv2d) for m in self.model.modules()
         )
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._scale, self._shift = input_affine(spec, device)
         self._amp_dtype = (
             torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16

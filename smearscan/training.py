@@ -40,7 +40,7 @@ from smearscan.inference import choose_device, input_affine
 from smearscan.loss_spec import build_loss, deep_supervision_loss
 from smearscan.models.factory import build_model
 from smearscan.models.network import SegmentationNet
-from smearscan.train_config import RESUMABLE_CHANGES, TrainConfig
+from smearscan.train_config import COSINE_FLOOR, RESUMABLE_CHANGES, TrainConfig
 from smearscan.train_data import Sample, crops_per_epoch, random_crop, split_folds
 from smearscan.weak_labels import IGNORE, PartialLabelLoss
 
@@ -78,11 +78,15 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 def _epoch_batches(
     samples: Sequence[Sample], config: TrainConfig, rng: np.random.Generator
 ) -> list[list[int]]:
-    """Sample indices of each step of an epoch (large images give several crops)."""
+    """Sample indices of each step of an epoch (large images give several crops, images
+    with exact masks ``strong_repeat`` times as many)."""
     order = [
         i
         for i, s in enumerate(samples)
-        for _ in range(crops_per_epoch(s, config.crop_px, config.max_crops_per_sample))
+        for _ in range(
+            crops_per_epoch(s, config.crop_px, config.max_crops_per_sample)
+            * (config.strong_repeat if s.strong else 1)
+        )
     ]
     order = [order[j] for j in rng.permutation(len(order))]
     return [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
@@ -121,9 +125,15 @@ class _Run:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
-        )
+        self.scheduler: Any
+        if config.schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=config.epochs, eta_min=config.lr * COSINE_FLOOR
+            )
+        else:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience
+            )
         self.amp = config.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.loss = PartialLabelLoss(build_loss(config.loss, ignore_index=IGNORE))
@@ -159,7 +169,8 @@ class _Run:
         if not state:
             raise ConfigError(f"{path}: no training state to resume from")
         stored, mine = dict(state.get("config") or {}), self.config.to_dict()
-        for key in RESUMABLE_CHANGES:
+        free = [k for k in RESUMABLE_CHANGES if k != "epochs" or self.config.schedule != "cosine"]
+        for key in free:
             stored.pop(key, None)
             mine.pop(key, None)
         if stored != mine:
@@ -316,7 +327,10 @@ def fit(
         row.update(validate(run, val_samples))
         score = validation_score(row)
         row.update(score=score, seconds=round(time.perf_counter() - start, 2))
-        run.scheduler.step(score)
+        if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            run.scheduler.step(score)
+        else:
+            run.scheduler.step()
         if score > run.best_score:
             run.best_score, run.best_epoch, run.bad_epochs = score, run.epoch, 0
             save_checkpoint(best, run.model, arch=config.arch_args, metadata={**meta, **row})

@@ -57,20 +57,56 @@ def test_train_cli_overfits_a_tiny_set(tmp_path: Path) -> None:
     assert "best epoch" in result.output
 
 
+class _KilledError(Exception):
+    """Stands for the process dying after an epoch's checkpoints were written."""
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
+    return all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     data = write_mask_dataset(tmp_path / "drawn", n=6, seed=2)
     samples = load_samples([DataSource(data, PIXEL_SIZE_UM)], PIXEL_SIZE_UM)
     train_part, val_part = holdout_split(samples, 0.3, seed=0)
-    straight = TrainConfig(epochs=4, **SMALL)
-    whole = fit(train_part, val_part, straight, tmp_path / "whole")
-    first = fit(train_part, val_part, TrainConfig(epochs=2, **SMALL), tmp_path / "cut")
-    assert len(first.history) == 2
-    resumed = fit(train_part, val_part, straight, tmp_path / "cut", resume=first.last_path)
-    a = load_checkpoint(whole.last_path).model.state_dict()
-    b = load_checkpoint(resumed.last_path).model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    config = TrainConfig(epochs=4, **SMALL)  # the cosine schedule
+    whole = fit(train_part, val_part, config, tmp_path / "whole")
+
+    def die_after_two(row: dict[str, object]) -> None:
+        if row["epoch"] == 2:
+            raise _KilledError
+
+    with pytest.raises(_KilledError):
+        fit(train_part, val_part, config, tmp_path / "cut", on_epoch=die_after_two)
+    resumed = fit(train_part, val_part, config, tmp_path / "cut", resume=tmp_path / "cut/last.pt")
+    assert _same_weights(whole.last_path, resumed.last_path)
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in whole.history]
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
     assert len(_rows(tmp_path / "cut" / "history.csv")) == 4
+
+
+def test_resume_with_more_epochs_on_the_plateau_schedule(tmp_path: Path) -> None:
+    data = write_mask_dataset(tmp_path / "drawn", n=6, seed=2)
+    samples = load_samples([DataSource(data, PIXEL_SIZE_UM)], PIXEL_SIZE_UM)
+    train_part, val_part = holdout_split(samples, 0.3, seed=0)
+    straight = TrainConfig(epochs=4, schedule="plateau", **SMALL)
+    whole = fit(train_part, val_part, straight, tmp_path / "whole")
+    short = TrainConfig(epochs=2, schedule="plateau", **SMALL)
+    first = fit(train_part, val_part, short, tmp_path / "cut")
+    assert len(first.history) == 2
+    resumed = fit(train_part, val_part, straight, tmp_path / "cut", resume=first.last_path)
+    assert _same_weights(whole.last_path, resumed.last_path)
+    # the cosine schedule is laid out over --epochs: it cannot grow on resume
+    cosine = fit(train_part, val_part, TrainConfig(epochs=2, **SMALL), tmp_path / "cos")
+    with pytest.raises(ConfigError, match="epochs"):
+        fit(
+            train_part,
+            val_part,
+            TrainConfig(epochs=3, **SMALL),
+            tmp_path / "cos",
+            resume=cosine.last_path,
+        )
 
 
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
@@ -117,3 +153,23 @@ def test_config_is_validated() -> None:
         TrainConfig(crop_px=100, depth=4)
     with pytest.raises(ConfigError, match="folds"):
         TrainConfig(folds=1)
+
+
+def test_strong_repeat_draws_exact_masks_more_often(tmp_path: Path) -> None:
+    from collections import Counter
+
+    import numpy as np
+
+    from smearscan.training import _epoch_batches
+
+    masks = write_mask_dataset(tmp_path / "masks", n=3, seed=4)
+    boxes = write_yolo_dataset(tmp_path / "boxes", n=3, seed=5)
+    samples = load_samples([DataSource(masks, PIXEL_SIZE_UM), DataSource(boxes)], PIXEL_SIZE_UM)
+    config = TrainConfig(strong_repeat=3, max_crops_per_sample=1, **SMALL)
+    drawn = Counter(
+        i for batch in _epoch_batches(samples, config, np.random.default_rng(0)) for i in batch
+    )
+    assert {drawn[i] for i, s in enumerate(samples) if s.strong} == {3}
+    assert {drawn[i] for i, s in enumerate(samples) if not s.strong} == {1}
+    with pytest.raises(ConfigError, match="strong repeat"):
+        TrainConfig(strong_repeat=0)
