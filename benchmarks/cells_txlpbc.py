@@ -8,7 +8,10 @@ and overall: WBC recall, precision and F1; mean absolute relative error of
 the RBC and platelet counts (truth = number of boxes); images that failed.
 Then every source is run again with one pixel size for all its images (the
 median of its per-image estimates), as a lab sets its camera's pixel size
-once: images with too few RBCs for an estimate are then processed too.
+once: images with too few RBCs for an estimate are then processed too. Last,
+each source gets the pixel size measured on the annotated ``train`` split (the
+median over its fields of the median whole RBC box, 7.5 µm across: the scale
+``smearscan train`` used), as a lab calibrates its camera on annotated fields.
 
 Usage::
 
@@ -31,6 +34,7 @@ from smearscan.datasets import image_size, read_yolo_boxes
 from smearscan.errors import ProcessingError
 from smearscan.pipeline import process_slide
 from smearscan.scoring import match_points_in_boxes
+from smearscan.train_data import rbc_box_pixel_size
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {(640, 480): "BCCD", (416, 416): "BCD", (575, 575): "Raabin"}
@@ -81,6 +85,24 @@ def evaluate(
     return rows
 
 
+def box_pixel_sizes(split_dir: Path) -> dict[str, float]:
+    """Per source, the median over a split's fields of the RBC-box pixel size (um/px)."""
+    sizes: dict[str, list[float]] = {}
+    for path in sorted((split_dir / "images").glob("*.jpg")):
+        w, h = image_size(path)
+        boxes = read_yolo_boxes(split_dir / "labels" / f"{path.stem}.txt", w, h)
+        if (size := rbc_box_pixel_size(boxes, w, h)) is not None:
+            sizes.setdefault(SOURCES.get((w, h), "PBC"), []).append(size)
+    return {source: float(np.median(v)) for source, v in sorted(sizes.items())}
+
+
+def print_groups(rows: list[dict[str, object]]) -> None:
+    """One line per source, then overall."""
+    for source in sorted({str(r["source"]) for r in rows}):
+        print(summarise([r for r in rows if r["source"] == source], source))
+    print(summarise(rows, "all"))
+
+
 def summarise(rows: list[dict[str, object]], name: str) -> str:
     """One line of metrics for a group of rows."""
     ok = [r for r in rows if r["status"] == "ok"]
@@ -119,9 +141,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = evaluate(images, Path(tmp), args.model)
         print("pixel size estimated per image (failed images count as missed WBCs):")
-        for source in sorted({str(r["source"]) for r in rows}):
-            print(summarise([r for r in rows if r["source"] == source], source))
-        print(summarise(rows, "all"))
+        print_groups(rows)
+        calibrated = box_pixel_sizes(args.data / "txl-pbc" / "train")
+        print(
+            "pixel size set per source from the train split's RBC boxes ("
+            + ", ".join(f"{s} {v:.3f} um/px" for s, v in calibrated.items())
+            + "):"
+        )
+        print_groups(evaluate(images, Path(tmp), args.model, calibrated))
         # what a lab does once per camera: set the pixel size; here the median of the
         # per-image estimates of each source
         fixed = {
@@ -142,9 +169,7 @@ def main() -> None:
                 + ", ".join(f"{s} {v:.3f} um/px" for s, v in fixed.items())
                 + "; median of its estimates):"
             )
-            for source in sorted({str(r["source"]) for r in rows}):
-                print(summarise([r for r in rows if r["source"] == source], source))
-            print(summarise(rows, "all"))
+            print_groups(rows)
     if args.csv:
         with args.csv.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=sorted({k for r in rows for k in r}))

@@ -7,7 +7,9 @@ with ``--pixel-size``), and ``labels/nuclei`` and ``labels/cells`` are compared
 with the expert masks at the source resolution (``smearscan.scoring``). Every
 image is held out by exactly one fold, so the means below cover each image
 once. Prints the mean (and median) nucleus and whole-cell Dice per set, per
-fold and over all folds.
+fold and over all folds: of every predicted cell of the image, and of the
+annotated cell alone (the predicted cells overlapping the expert's cell; wbc-seg
+outlines one white cell per image and leaves neighbours cut by the border unlabelled).
 
 Usage::
 
@@ -48,13 +50,11 @@ def score_fold(fold: Path, data: Path, work: Path) -> list[dict[str, object]]:
 
 
 def line(rows: list[dict[str, object]], label: str) -> str:
-    """Mean and median Dice of a group of rows."""
+    """Mean and (median) Dice of a group of rows."""
     parts = [f"{label:22s} n={len(rows):4d}"]
-    for key in ("nucleus_dice", "cell_dice"):
+    for key in ("nucleus_dice", "cell_dice", "annotated_nucleus_dice", "annotated_cell_dice"):
         values = [float(r[key]) for r in rows]  # type: ignore[arg-type]
-        parts.append(
-            f"{key} {statistics.mean(values):.4f} (median {statistics.median(values):.4f})"
-        )
+        parts.append(f"{key} {statistics.mean(values):.4f} ({statistics.median(values):.4f})")
     return "  ".join(parts)
 
 

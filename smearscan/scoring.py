@@ -5,7 +5,11 @@ with a dataset of :mod:`smearscan.train_data`'s layouts, image by image:
 
 - label masks (``masks`` layout): Dice and IoU of ``labels/nuclei`` against the
   nucleus and of ``labels/cells`` against the whole cell (cytoplasm or
-  nucleus), the labels brought back to the source grid;
+  nucleus), the labels brought back to the source grid; and the same Dice for
+  the annotated cell alone (``annotated_*_dice``: only the predicted cells that
+  overlap the expert's cell, with their nuclei), since single-cell sets such as
+  wbc-seg outline one white cell per image and leave its neighbours cut by the
+  image border unlabelled;
 - boxes (``yolo``, ``voc``): WBC detection, a predicted WBC matching a true
   WBC box when its centroid lies inside it (one-to-one, nearest box centre
   first); WBC, RBC and platelet counts against the number of boxes;
@@ -47,6 +51,15 @@ log = logging.getLogger(__name__)
 
 #: Largest distance (µm) from a point annotation to a predicted WBC centroid for a match.
 POINT_MATCH_UM = 6.0
+#: Per-image metrics of a label-mask image (all 0 when its slide failed).
+MASK_METRICS = (
+    "nucleus_dice",
+    "nucleus_iou",
+    "cell_dice",
+    "cell_iou",
+    "annotated_nucleus_dice",
+    "annotated_cell_dice",
+)
 #: Box / point labels that count as white cells.
 WBC_LABELS = frozenset({"wbc", "blast", "neutrophil", "lymphocyte", "monocyte", "eosinophil"})
 
@@ -224,13 +237,17 @@ def _mask_scores(item: Annotated, slide: RunSlide) -> dict[str, Any]:
     if truth is None:
         raise InputError(item.annotation, "mask cannot be read as an image")
     h, w = truth.shape
-    nuclei, cells = _labels(slide, "nuclei", h, w) > 0, _labels(slide, "cells", h, w) > 0
+    nucleus_ids, cell_ids = _labels(slide, "nuclei", h, w), _labels(slide, "cells", h, w)
+    nuclei, cells = nucleus_ids > 0, cell_ids > 0
     true_nucleus, true_cell = truth >= 192, truth >= 64  # 0 / 128 / 255 with stray greys
+    touching = np.setdiff1d(np.unique(cell_ids[true_cell]), [0])
     return {
         "nucleus_dice": dice_score(nuclei, true_nucleus),
         "nucleus_iou": iou_score(nuclei, true_nucleus),
         "cell_dice": dice_score(cells, true_cell),
         "cell_iou": iou_score(cells, true_cell),
+        "annotated_nucleus_dice": dice_score(np.isin(nucleus_ids, touching), true_nucleus),
+        "annotated_cell_dice": dice_score(np.isin(cell_ids, touching), true_cell),
     }
 
 
@@ -269,7 +286,7 @@ def score_images(
         if slide is None or slide.status != "ok":
             row["status"] = "missing" if slide is None else slide.status
             if item.layout == "masks":
-                row.update(nucleus_dice=0.0, nucleus_iou=0.0, cell_dice=0.0, cell_iou=0.0)
+                row.update(dict.fromkeys(MASK_METRICS, 0.0))
             else:
                 row.update(_shape_scores(item, dataclasses.replace(_EMPTY, slide=item.image.name)))
             rows.append(row)
@@ -306,7 +323,7 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for name, group in groups.items():
         summary: dict[str, Any] = {"source": name, "images": len(group)}
         summary["failed"] = sum(r["status"] != "ok" for r in group)
-        for key in ("nucleus_dice", "nucleus_iou", "cell_dice", "cell_iou"):
+        for key in MASK_METRICS:
             values = [r[key] for r in group if key in r]
             if values:
                 summary[key] = float(np.mean(values))

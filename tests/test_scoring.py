@@ -50,7 +50,8 @@ def test_two_slides_of_one_name_are_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
         ["process", str(masks / "images"), str(boxes / "images"), "--out", str(report),
-         "--pixel-size", str(PIXEL_SIZE_UM), "--no-previews", "--quiet"],
+         "--pixel-size", str(PIXEL_SIZE_UM), "--model", "classical", "--no-previews",
+         "--quiet"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     with pytest.raises(DatasetError, match=r"2 slides are named '000\.png'"):
@@ -99,6 +100,21 @@ def test_mask_scores_have_known_values(tmp_path: Path) -> None:
     assert overall["nucleus_dice"] == pytest.approx((1 + rows[1]["nucleus_dice"]) / 2)
 
 
+def test_annotated_cell_dice_leaves_out_unlabelled_neighbours(tmp_path: Path) -> None:
+    data = write_mask_dataset(tmp_path / "m", 1)
+    items = list_annotated(data)
+    mask = cv2.imread(str(items[0].annotation), cv2.IMREAD_GRAYSCALE)
+    cells = (mask >= 128).astype(np.int32)
+    nuclei = (mask == 255).astype(np.int32)
+    free = np.argwhere(cv2.dilate((mask >= 128).astype(np.uint8), np.ones((9, 9))) == 0)
+    y, x = free[len(free) // 2]
+    cells[y - 2 : y + 3, x - 2 : x + 3] = 2  # a neighbour the expert left unlabelled
+    nuclei[y - 1 : y + 2, x - 1 : x + 2] = 2
+    row = score_images(items, [_run_slide(tmp_path, "000.png", cells, nuclei)], "drawn")[0]
+    assert row["annotated_cell_dice"] == 1.0 and row["annotated_nucleus_dice"] == 1.0
+    assert row["cell_dice"] < 1.0 and row["nucleus_dice"] < 1.0
+
+
 def test_failed_slides_count_as_misses(tmp_path: Path) -> None:
     data = write_yolo_dataset(tmp_path / "y", 2)
     items = list_annotated(data)
@@ -125,7 +141,8 @@ def test_evaluate_cli_scores_a_model_and_an_earlier_run_alike(tmp_path: Path) ->
     result = runner.invoke(
         app,
         ["process", str(tmp_path), "--glob", "*/images/*.png", "--out", str(report),
-         "--pixel-size", str(PIXEL_SIZE_UM), "--no-previews", "--quiet"],
+         "--pixel-size", str(PIXEL_SIZE_UM), "--model", "classical", "--no-previews",
+         "--quiet"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = [f"{masks}@{PIXEL_SIZE_UM}", f"{boxes}@{PIXEL_SIZE_UM}"]
