@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -321,7 +322,11 @@ def save_checkpoint(
     digests: list[str] = []
 
     def write(tmp: Path) -> None:
-        torch.save(payload, tmp)
+        # Through a buffer: saved to a path, torch names the archive's inner folder after
+        # the (temporary, random) file name, and the same weights would differ in sha256.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        tmp.write_bytes(buffer.getvalue())
         digests.append(file_sha256(tmp))  # the digest of exactly the bytes moved into place
 
     atomic_write(path, write)

@@ -87,7 +87,8 @@ def process(
         str | None,
         typer.Option(
             help="Segmentation model: a name (see `smearscan models`) or a trained "
-            "checkpoint PATH.pt (its sha256 sidecar is checked). Default: classical."
+            "checkpoint PATH.pt (its sha256 sidecar is checked). Default: unet-v1 (trained "
+            "U-Net); classical: the stain-based segmenter without weights."
         ),
     ] = None,
     pixel_size: Annotated[
@@ -109,7 +110,8 @@ def process(
     tile_size: Annotated[
         int | None,
         typer.Option(
-            help="Tile side in model pixels. Default: the model's own (1024 for classical)."
+            help="Tile side in model pixels. Default: the model's own (1024 for unet-v1 "
+            "and classical)."
         ),
     ] = None,
     overlap: Annotated[

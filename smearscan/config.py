@@ -7,7 +7,7 @@ naming the option. Units are part of the names (``pixel_size_um``, ``_px``).
 
 TOML layout (every key optional)::
 
-    model = "classical"
+    model = "unet-v1"
     [tiling]
     tile_size_px = 1024
     overlap_px = 32
@@ -42,7 +42,7 @@ def _positive(name: str, value: float | int) -> None:
 
 #: The segmentation model of ``process`` when none is named (a name of
 #: :mod:`smearscan.registry`).
-DEFAULT_MODEL = "classical"
+DEFAULT_MODEL = "unet-v1"
 
 
 @dataclass(frozen=True)

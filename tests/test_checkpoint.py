@@ -73,6 +73,13 @@ def test_round_trip_same_outputs_and_spec(saved: tuple[Path, SegmentationNet, st
         assert torch.allclose(model(x), loaded.model(x))
 
 
+def test_same_model_gives_the_same_file_wherever_saved(tmp_path: Path) -> None:
+    # a shipped file's sha256 must follow from its content alone, not from its file name
+    a = save_checkpoint(tmp_path / "a" / "one.pt", _model(), arch=ARCH)
+    b = save_checkpoint(tmp_path / "b" / "other-name.pt", _model(), arch=ARCH)
+    assert a == b
+
+
 def test_stored_spec_replaces_built_spec(tmp_path: Path) -> None:
     model = _model()
     model.spec = dataclasses.replace(model.spec, halo_px=40, tile_px=256, mean=(0.1, 0.2, 0.3))
