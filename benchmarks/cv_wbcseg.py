@@ -14,6 +14,7 @@ outlines one white cell per image and leaves neighbours cut by the border unlabe
 Usage::
 
     .venv/bin/python benchmarks/cv_wbcseg.py CV_DIR [--data ../shared/data] [--csv out.csv]
+        [--fold N ...]
 """
 
 from __future__ import annotations
@@ -64,9 +65,14 @@ def main() -> None:
     parser.add_argument("cv_dir", type=Path, help="output folder of smearscan train --folds K")
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--csv", type=Path, help="write the per-image rows here")
+    parser.add_argument(
+        "--fold", type=int, action="append", help="score only this fold (repeatable)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     folds = sorted(args.cv_dir.glob("fold*"), key=lambda p: int(p.name[4:]))
+    if args.fold:
+        folds = [f for f in folds if int(f.name[4:]) in args.fold]
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for fold in folds:
@@ -76,7 +82,7 @@ def main() -> None:
                 if mine:
                     print(line(mine, f"{fold.name} {name}"))
             rows.extend(fold_rows)
-    print(f"all {len(folds)} folds (each image held out once):")
+    print(f"{len(folds)} folds together (each of their held-out images once):")
     for name in WBC_SEG_PIXEL_SIZE_UM:
         print(line([r for r in rows if r["source"] == name], name))
     if args.csv:
