@@ -13,7 +13,7 @@ the true cells (IoU >= 0.5). Reported per field and overall:
 
 Usage::
 
-    .venv/bin/python benchmarks/cells_synthetic.py [--fields 10] [--samples]
+    .venv/bin/python benchmarks/cells_synthetic.py [--fields 10] [--samples] [--model NAME]
 
 ``--samples`` runs the three fields of ``sample_slides/`` instead of generating.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from smearscan.config import ProcessConfig
+from smearscan.config import DEFAULT_MODEL, ProcessConfig
 from smearscan.evaluation import match_instances
 from smearscan.pipeline import process_batch
 from smearscan.resample import array_reader
@@ -71,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=10, help="synthetic fields to generate")
     parser.add_argument("--samples", action="store_true", help="use sample_slides/ instead")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name or PATH.pt")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +84,7 @@ def main() -> None:
                 path = work / f"synth_{seed:03d}.jpg"
                 write_field(generate_field(seed=seed), path)
                 paths.append(path)
-        batch = process_batch(paths, work / "out" / "report.xlsx", ProcessConfig())
+        batch = process_batch(paths, work / "out" / "report.xlsx", ProcessConfig(model=args.model))
         rows = []
         for result in batch.results:
             if result.status != "ok":

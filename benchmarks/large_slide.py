@@ -53,6 +53,8 @@ def run_large_slide(
             "--out",
             str(report),
             "--quiet",
+            "--model",
+            "classical",
             *extra_args,
         ],
         capture_output=True,
