@@ -54,7 +54,7 @@ bench: install
 	$(PY) benchmarks/classical_dice.py
 
 # One recipe, one run: 5-fold cross-validation of the default model on $(DATA) (about
-# 75 min on 2 CPU cores). Its fold 1 model is the shipped one (see
+# 95 min on 2 CPU cores). Its fold 1 model is the shipped one (see
 # smearscan/weights/MODEL_CARD.md).
 $(RUNS)/cv/cv_summary.csv: | install
 	$(VENV)/bin/smearscan train $(TRAIN_DATA) $(TRAIN_OPTS) --folds 5 --out $(RUNS)/cv
