@@ -110,8 +110,8 @@ def process(
     tile_size: Annotated[
         int | None,
         typer.Option(
-            help="Tile side in model pixels. Default: the model's own (1024 for unet-v1 "
-            "and classical)."
+            help="Tile side in model pixels. Default: the model's own (1344 for unet-v1, "
+            "1024 for classical)."
         ),
     ] = None,
     overlap: Annotated[

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from smearscan import registry
 from smearscan.cli import app
 from smearscan.config import DEFAULT_MODEL, ProcessConfig
+from smearscan.datasets import image_size
 from smearscan.errors import ModelError
 from smearscan.evaluation import WBC_SEG_PIXEL_SIZE_UM, evaluate_mask_set
 from smearscan.models.network import SegmentationNet
@@ -93,8 +94,6 @@ def test_default_model_finds_the_wbcs_of_txl_pbc_val_fields(tmp_path: Path) -> N
     # Ten validation fields (never trained on) of each of the four sources, through the
     # whole process path at each camera's pixel size; a predicted centroid must fall in
     # a true WBC box.
-    from smearscan.datasets import image_size
-
     val = DATA / "txl-pbc" / "val"
     sources = []
     for size, um in TXL_PBC_UM.items():
