@@ -74,7 +74,14 @@ def _measure_block(
     pixel_size_um: float,
     rbc_diameter_px: float,
 ) -> pd.DataFrame:
-    """Morphometry of some cells, measured on the window that holds them all."""
+    """Morphometry of some cells, measured on the window that holds them all.
+
+    Args:
+        cells: ``(cell_id, cell)`` pairs, cell ids 1-based as in ``labels/cells``.
+
+    Returns:
+        One morphometry row per cell, ``cell_id`` equal to the given ids.
+    """
     boxes = [_bbox(c) for _, c in cells]
     window = Window(
         min(b.y0 for b in boxes),
@@ -83,9 +90,10 @@ def _measure_block(
         max(b.x1 for b in boxes),
     )
     image = resample_window(read, window, s)
-    ordered: list[Cell | None] = [None] * (max(i for i, _ in cells) + 1)
+    # paint_labels paints entry k with id k + 1: cell id i goes to entry i - 1.
+    ordered: list[Cell | None] = [None] * max(i for i, _ in cells)
     for i, cell in cells:
-        ordered[i] = cell
+        ordered[i - 1] = cell
     frame = measure_cells(
         image,
         paint_labels(ordered, window),

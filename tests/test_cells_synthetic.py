@@ -100,3 +100,17 @@ def test_cells_table_is_the_same_for_three_tile_sizes(default_run: BatchResult, 
         pd.testing.assert_frame_equal(
             reference.reset_index(drop=True), table.reset_index(drop=True)
         )
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_each_row_measures_its_own_cell(default_run: BatchResult, index: int):
+    """The morphometry of a row is that of the cell with its id in ``labels/cells``
+    (a shifted id would give every cell its neighbour's measurements)."""
+    result = default_run.results[index]
+    labels = np.asarray(zarr.open_group(result.mask_path, mode="r")["labels/cells/0"])
+    s = result.pixel_size_um / result.model_pixel_size_um  # model px per source px
+    areas = np.bincount(labels.ravel())
+    for row in result.cells:
+        assert not pd.isna(row["area_px"]), (result.slide, row["cell_id"])
+        model_px = areas[row["cell_id"]]
+        assert row["area_px"] == pytest.approx(model_px / s**2, rel=1e-3), row["cell_id"]
