@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 from scipy import ndimage
+from skimage.measure import regionprops
 
 from smearscan.errors import ConfigError, InputError
 from smearscan.models.base import SEMANTIC_CLASSES
 from smearscan.synth import (
+    BLAST_DIAMETER_UM,
+    BLAST_MIN_NC_RATIO,
+    BLAST_TYPE,
     DEFAULT_BORDER_POSITIONS_PX,
     DIAMETER_RANGES_UM,
     PLATELET_DIAMETER_UM,
@@ -26,6 +32,9 @@ from smearscan.synth import (
     write_large_tiff,
     write_sample_set,
 )
+from smearscan.synth.blasts import make_blast_shape
+from smearscan.synth.cells import render_wbc
+from smearscan.synth.shapes import draw_discs
 
 SMALL_BORDERS = (256, 512)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -275,3 +284,182 @@ def test_invalid_parameters(tmp_path: Path, small: SynthField) -> None:
         write_large_tiff(tmp_path / "x.tif", 100, 100, tile=100)
     with pytest.raises(ConfigError):
         write_large_tiff(tmp_path / "x.tif", 100, 100, compression="webp2000")
+
+
+# --- blast-like cells (opt-in) ----------------------------------------------------------
+
+N_BLASTS = 4
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_slides"
+
+
+def _blast_field(seed: int, blasts: int) -> SynthField:
+    """A 1200x900 field (0.1 µm/px) with 6 normal WBCs, one pair, 2 border lines, blasts."""
+    return generate_field(
+        seed, 1200, 900, n_wbc=6, n_touching_pairs=1, border_positions_px=(600,), blasts=blasts
+    )
+
+
+@pytest.fixture(scope="module")
+def blast_fields() -> list[SynthField]:
+    return [_blast_field(s, N_BLASTS) for s in (21, 22, 23)]
+
+
+def _median_rbc_diameter_um(f: SynthField) -> float:
+    """Median equivalent diameter (µm) of the RBCs not cut by the field border."""
+    areas = ndimage.sum_labels(np.ones_like(f.rbcs), f.rbcs, np.arange(1, f.n_rbc + 1))
+    edge = np.unique(np.concatenate([f.rbcs[0], f.rbcs[-1], f.rbcs[:, 0], f.rbcs[:, -1]]))
+    inner = np.setdiff1d(np.arange(1, f.n_rbc + 1), edge)
+    return float(np.median(_eq_diameter_um(areas[inner - 1], f.pixel_size_um)))
+
+
+def test_blasts_planted_and_recorded(tmp_path: Path, blast_fields: list[SynthField]) -> None:
+    for f in blast_fields:
+        counts = f.counts_by_type()
+        assert counts[BLAST_TYPE] == N_BLASTS and f.n_wbc == 6 + N_BLASTS
+        assert set(counts) == {*DIAMETER_RANGES_UM, BLAST_TYPE}
+        blasts = [w for w in f.wbcs if w.cell_type == BLAST_TYPE]
+        assert all(w.n_lobes == 1 and not w.touching_ids and not w.border_line for w in blasts)
+        assert all(not w.touches_edge for w in blasts)
+    f = blast_fields[0]
+    image, _, js = write_field(f, tmp_path / "blasts.png")
+    back = load_truth(image)
+    assert back.wbcs == f.wbcs
+    assert [w.id for w in back.wbcs if w.cell_type == BLAST_TYPE] == [
+        w.id for w in f.wbcs if w.cell_type == BLAST_TYPE
+    ]
+    meta = json.loads(js.read_text())
+    assert meta["wbc_counts"][BLAST_TYPE] == N_BLASTS
+    assert sum(w["cell_type"] == BLAST_TYPE for w in meta["wbcs"]) == N_BLASTS
+
+
+def test_blast_size_nc_ratio_and_round_nucleus(blast_fields: list[SynthField]) -> None:
+    """Size 10-18 µm (1.4-2.4 RBC diameters), N:C > 0.8, one round nucleus, a cytoplasm rim."""
+    tol = 0.6 * 0.1  # pixelisation, µm
+    for f in blast_fields:
+        rbc_um = _median_rbc_diameter_um(f)
+        for w in (w for w in f.wbcs if w.cell_type == BLAST_TYPE):
+            d = float(_eq_diameter_um(w.area_px, f.pixel_size_um))
+            assert BLAST_DIAMETER_UM[0] - tol <= d <= BLAST_DIAMETER_UM[1] + tol, d
+            assert 1.4 <= d / rbc_um <= 2.4, (d, rbc_um)
+            nc = w.nucleus_area_px / w.area_px
+            assert BLAST_MIN_NC_RATIO < nc < 0.95, nc  # scant cytoplasm, but some
+            nucleus = f.nuclei == w.id
+            _, n_parts = ndimage.label(nucleus, structure=np.ones((3, 3)))
+            assert n_parts == 1
+            props = regionprops(nucleus.astype(np.uint8))[0]
+            assert 4 * np.pi * props.area / props.perimeter_crofton**2 >= 0.9
+            assert props.axis_minor_length / props.axis_major_length >= 0.8  # round/slightly oval
+            # the cytoplasm is a closed rim around the nucleus
+            rim = (f.cells == w.id) & ~nucleus
+            _, n_rim = ndimage.label(rim, structure=np.ones((3, 3)))
+            assert n_rim == 1
+            assert not (nucleus & ~ndimage.binary_erosion(f.cells == w.id)).any()
+
+
+def test_blast_stain_differs_from_lymphocyte(blast_fields: list[SynthField]) -> None:
+    """Blast chromatin is paler and more even than a lymphocyte's; the cytoplasm is blue."""
+    for f in blast_fields:
+        img = f.image.astype(np.float64)
+        brightness: dict[str, list[float]] = {BLAST_TYPE: [], "lymphocyte": []}
+        spread: dict[str, list[float]] = {BLAST_TYPE: [], "lymphocyte": []}
+        for w in f.wbcs:
+            if w.cell_type not in brightness:
+                continue
+            core = ndimage.binary_erosion(f.nuclei == w.id, iterations=4)  # away from blur
+            grey = img[core].sum(axis=1)
+            brightness[w.cell_type].append(float(grey.mean()))
+            q1, q3 = np.percentile(grey, [25, 75])
+            spread[w.cell_type].append(float(q3 - q1))
+            if w.cell_type == BLAST_TYPE:
+                r, g, b = img[(f.cells == w.id) & (f.nuclei != w.id)].mean(axis=0)
+                assert b > r and b > g, (r, g, b)  # basophilic (blue) cytoplasm
+        assert brightness["lymphocyte"], "every normal type is drawn at least once"
+        assert min(brightness[BLAST_TYPE]) > max(brightness["lymphocyte"]), brightness
+        assert max(spread[BLAST_TYPE]) < 0.6 * min(spread["lymphocyte"]), spread
+
+
+def test_blast_nucleoli() -> None:
+    """1-3 nucleoli (0.8-1.6 µm) inside the nucleus, paler than the chromatin around them."""
+    rng = np.random.default_rng(0)
+    ps = 0.1
+    counts = set()
+    for _ in range(30):
+        shape = make_blast_shape(rng, ps)
+        assert shape.cell_type == BLAST_TYPE and shape.n_lobes == 1
+        assert 1 <= len(shape.nucleoli) <= 3
+        counts.add(len(shape.nucleoli))
+        nucleus = shape.nucleus_blobs[0].astype(np.float32).reshape(-1, 1, 2)
+        for x, y, r in shape.nucleoli:
+            assert 0.4 <= r * ps <= 0.8
+            assert cv2.pointPolygonTest(nucleus, (float(x), float(y)), True) >= r
+        patch = render_wbc(shape, 300.0, 300.0, StainStyle(), ps)
+        spots = np.zeros(patch.cell.shape, np.float32)
+        draw_discs(spots, shape.nucleoli, 300.0 - patch.x0, 300.0 - patch.y0)
+        density = patch.od.sum(axis=2)
+        inside = spots > 0
+        assert density[inside].mean() < 0.8 * density[patch.nucleus & ~inside].mean()
+    assert counts == {1, 2, 3}
+
+
+def _normal_cells(f: SynthField) -> list[tuple[str, int, float]]:
+    """Sorted ``(type, lobes, nominal diameter)`` of the non-blast WBCs of a field."""
+    return sorted(
+        (w.cell_type, w.n_lobes, w.diameter_um) for w in f.wbcs if w.cell_type != BLAST_TYPE
+    )
+
+
+def test_lymphocytes_unchanged_by_blasts(blast_fields: list[SynthField]) -> None:
+    """Adding blasts keeps the normal cells (same types, lobes, sizes) and lymphocyte look."""
+    for f in blast_fields:
+        plain = _blast_field(f.seed, 0)
+        assert BLAST_TYPE not in plain.counts_by_type() and plain.n_wbc == 6
+        assert _normal_cells(f) == _normal_cells(plain)
+        for w in (w for w in f.wbcs if w.cell_type == "lymphocyte"):
+            d = float(_eq_diameter_um(w.area_px, f.pixel_size_um))
+            assert 7.0 - 0.06 <= d <= 10.0 + 0.06
+            assert w.nucleus_area_px / w.area_px < 0.75
+
+
+def test_default_output_unchanged_by_blast_option(small: SynthField) -> None:
+    again = generate_field(
+        3, 800, 600, n_wbc=8, n_touching_pairs=2, border_positions_px=SMALL_BORDERS, blasts=0
+    )
+    for name in ("image", "classes", "cells", "nuclei", "rbcs", "platelets"):
+        assert np.array_equal(getattr(small, name), getattr(again, name)), name
+    assert again.metadata() == small.metadata()
+    assert BLAST_TYPE not in small.counts_by_type()
+    with pytest.raises(ConfigError):
+        generate_field(0, 200, 200, blasts=-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sample_slides_match_generator(tmp_path: Path, full: SynthField, seed: int) -> None:
+    """``sample_slides/synth_NNN.jpg`` and sidecars are the default generator output."""
+    image = SAMPLES / f"synth_{seed:03d}.jpg"
+    if not image.is_file():
+        pytest.skip(f"{image} not present")
+    field = full if seed == 0 else generate_field(seed)
+    _, npz, js = write_field(field, tmp_path / image.name)
+    sample_npz, sample_js = truth_paths(image)
+    assert js.read_text(encoding="utf-8") == sample_js.read_text(encoding="utf-8")
+    with np.load(npz) as new, np.load(sample_npz) as old:
+        assert sorted(new.files) == sorted(old.files)
+        for name in new.files:
+            assert np.array_equal(new[name], old[name]), name
+    with Image.open(image) as img:
+        decoded = np.asarray(img.convert("RGB"), dtype=np.int16)
+    assert np.abs(decoded - field.image).mean() < 3.0  # JPEG of the same image
+
+
+def test_cli_synth_blasts_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from smearscan.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["synth", str(tmp_path), "-n", "1", "--width", "800", "--height", "600", "--blasts", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    f = load_truth(tmp_path / "synth_000.jpg")
+    assert f.counts_by_type()[BLAST_TYPE] == 2

@@ -3,7 +3,8 @@
 Deterministic (seeded) camera fields for tests and demos: red cells with a
 pale centre, platelets, the five normal WBC types at their real sizes, a
 per-field stain style, illumination falloff, optical blur and sensor noise;
-plus a tiled BigTIFF writer for large-slide tests.
+on request blast-like cells (``generate_field(..., blasts=n)``, type
+``"blast"``); plus a tiled BigTIFF writer for large-slide tests.
 
 Example:
     >>> from smearscan.synth import generate_field
@@ -12,6 +13,7 @@ Example:
     ((600, 800, 3), True)
 """
 
+from smearscan.synth.blasts import BLAST_DIAMETER_UM, BLAST_MIN_NC_RATIO, BLAST_TYPE
 from smearscan.synth.cells import CELL_TYPES, DIAMETER_RANGES_UM
 from smearscan.synth.field import DEFAULT_BORDER_POSITIONS_PX, generate_field
 from smearscan.synth.large import write_large_tiff
@@ -21,6 +23,9 @@ from smearscan.synth.storage import load_truth, truth_paths, write_field, write_
 from smearscan.synth.truth import SynthField, WbcTruth
 
 __all__ = [
+    "BLAST_DIAMETER_UM",
+    "BLAST_MIN_NC_RATIO",
+    "BLAST_TYPE",
     "CELL_TYPES",
     "DEFAULT_BORDER_POSITIONS_PX",
     "DIAMETER_RANGES_UM",

@@ -1,11 +1,14 @@
 """White blood cells of the synthetic smear: shapes and rendering.
 
 A WBC is planned once as a position-independent :class:`WbcShape` (outline,
-nucleus lobes and strands, granules, all relative to the cell centre in
-pixels) and then rendered at any sub-pixel centre by :func:`render_wbc`, which
+nucleus lobes and strands, granules, nucleoli, all relative to the cell
+centre in pixels) and then rendered at any sub-pixel centre by :func:`render_wbc`, which
 returns the exact truth masks and the optical density of the cell. Keeping the
 two apart lets the field layout move a cell (to make two cells touch) without
 changing its appearance.
+
+The normal types are drawn here; blast-like cells (opt-in) are planned by
+:mod:`smearscan.synth.blasts` and rendered by the same :func:`render_wbc`.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from smearscan.synth.shapes import (
 )
 from smearscan.synth.stain import StainStyle
 
-#: WBC types the generator draws (names of the ``Cells`` sheet).
+#: Normal WBC types the generator draws (names of the ``Cells`` sheet). Blasts
+#: (``"blast"``, :mod:`smearscan.synth.blasts`) are planted only on request.
 CELL_TYPES: tuple[str, ...] = ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil")
 
-#: Cell diameter ranges of DESIGN.md, micrometres.
+#: Cell diameter ranges of DESIGN.md (normal types), micrometres.
 DIAMETER_RANGES_UM: dict[str, tuple[float, float]] = {
     "neutrophil": (10.0, 12.0),
     "lymphocyte": (7.0, 10.0),
@@ -71,6 +75,8 @@ class WbcShape:
         granules: float64 ``(k, 3)``: granule ``x, y, radius`` in pixels.
         vacuoles: float64 ``(k, 3)``: vacuole ``x, y, radius`` in pixels.
         texture_seed: Seed of the chromatin / cytoplasm texture.
+        nucleoli: float64 ``(k, 3)``: nucleolus ``x, y, radius`` in pixels (pale
+            spots inside the nucleus; only blasts have any).
     """
 
     cell_type: str
@@ -84,6 +90,7 @@ class WbcShape:
     granules: np.ndarray
     vacuoles: np.ndarray
     texture_seed: int
+    nucleoli: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float64))
 
     @property
     def max_radius_px(self) -> float:
@@ -321,7 +328,26 @@ _NUCLEUS_DENSITY = {
     "monocyte": 0.72,
     "eosinophil": 0.9,
     "basophil": 0.85,
+    "blast": 0.78,  # fine open chromatin: paler than a lymphocyte's dense nucleus
 }
+
+#: Chromatin texture per type: (correlation length µm, relative amplitude). The
+#: default is coarse, clumped chromatin; blasts have fine, even stippling.
+_CHROMATIN: dict[str, tuple[float, float]] = {"blast": (0.12, 0.1)}
+_DEFAULT_CHROMATIN = (0.25, 0.25)
+#: Blast cytoplasm: the lymphocyte's blue, deeper (scant, strongly basophilic).
+_BLAST_CYTOPLASM_SCALE = 1.5
+#: Fraction of the nucleus density missing at the centre of a nucleolus.
+_NUCLEOLUS_PALLOR = 0.55
+#: Share of the cytoplasm's blue added in a nucleolus (nucleoli look pale blue-lilac).
+_NUCLEOLUS_TINT = 0.4
+
+
+def cytoplasm_od(cell_type: str, style: StainStyle) -> np.ndarray:
+    """Optical density ``(3,)`` (float32) of a cell type's cytoplasm at unit density."""
+    if cell_type == "blast":
+        return _BLAST_CYTOPLASM_SCALE * style.optical_density("lymphocyte_cytoplasm")
+    return style.optical_density(f"{cell_type}_cytoplasm")
 
 
 def _granule_od(cell_type: str, style: StainStyle) -> np.ndarray:
@@ -330,7 +356,7 @@ def _granule_od(cell_type: str, style: StainStyle) -> np.ndarray:
         return style.optical_density("eosinophil_granules")
     if cell_type == "basophil":
         return style.optical_density("basophil_granules")
-    cyto = style.optical_density(f"{cell_type}_cytoplasm")
+    cyto = cytoplasm_od(cell_type, style)
     return 0.6 * cyto + 0.12 * style.optical_density("nucleus")
 
 
@@ -356,8 +382,9 @@ def render_wbc(
     cell, nucleus = _masks(shape, h, w, dx, dy)
     tex_rng = np.random.default_rng(shape.texture_seed)
     mottling = smooth_noise(tex_rng, (h, w), 0.5 / pixel_size_um)
-    chromatin = smooth_noise(tex_rng, (h, w), 0.25 / pixel_size_um)
-    cyto_od = style.optical_density(f"{shape.cell_type}_cytoplasm")
+    chromatin_um, chromatin_amp = _CHROMATIN.get(shape.cell_type, _DEFAULT_CHROMATIN)
+    chromatin = smooth_noise(tex_rng, (h, w), chromatin_um / pixel_size_um)
+    cyto_od = cytoplasm_od(shape.cell_type, style)
     od = (1.0 + 0.1 * mottling)[..., None] * cyto_od
     granules = np.zeros((h, w), np.float32)
     draw_discs(granules, shape.granules, dx, dy)
@@ -369,11 +396,44 @@ def render_wbc(
     vacuoles = np.zeros((h, w), np.float32)
     draw_discs(vacuoles, shape.vacuoles, dx, dy)
     od *= (1.0 - 0.65 * vacuoles * (cell > nucleus))[..., None]
-    nuc_scale = _NUCLEUS_DENSITY[shape.cell_type] * np.clip(1.0 + 0.25 * chromatin, 0.45, None)
+    nuc_scale = _NUCLEUS_DENSITY[shape.cell_type] * np.clip(
+        1.0 + chromatin_amp * chromatin, 0.45, None
+    )
     nuc_od = nuc_scale[..., None] * style.optical_density("nucleus")
+    if shape.nucleoli.shape[0]:
+        nuc_od = _add_nucleoli(nuc_od, shape.nucleoli, cyto_od, dx, dy, pixel_size_um)
     if shape.cell_type == "basophil":
         nuc_od += granules[..., None] * _granule_od("basophil", style)
     is_nuc = nucleus > 0
     od[is_nuc] = nuc_od[is_nuc]
     od *= (cell > 0)[..., None]
     return WbcPatch(x0=x0, y0=y0, cell=cell > 0, nucleus=is_nuc, od=od.astype(np.float32))
+
+
+def _add_nucleoli(
+    nuc_od: np.ndarray,
+    nucleoli: np.ndarray,
+    cyto_od: np.ndarray,
+    dx: float,
+    dy: float,
+    pixel_size_um: float,
+) -> np.ndarray:
+    """Pale, slightly blue, soft-edged nucleoli in a nucleus optical density.
+
+    Args:
+        nuc_od: float ``(h, w, 3)`` nucleus optical density of the window.
+        nucleoli: float64 ``(k, 3)`` nucleolus ``x, y, radius`` (pixels, cell centre).
+        cyto_od: float32 ``(3,)`` cytoplasm optical density (the tint).
+        dx: Column of the cell centre in the window.
+        dy: Row of the cell centre in the window.
+        pixel_size_um: Pixel size, micrometres per pixel.
+
+    Returns:
+        float32 ``(h, w, 3)``: the nucleus density with the nucleoli.
+    """
+    spots = np.zeros(nuc_od.shape[:2], np.float32)
+    draw_discs(spots, nucleoli, dx, dy)
+    soft = np.asarray(cv2.GaussianBlur(spots, (0, 0), 0.12 / pixel_size_um), np.float32)
+    soft = soft[..., None]
+    out = nuc_od * (1.0 - _NUCLEOLUS_PALLOR * soft) + _NUCLEOLUS_TINT * soft * cyto_od
+    return np.asarray(out, np.float32)

@@ -52,6 +52,7 @@ def generate_field(
     n_touching_pairs: int | None = None,
     border_positions_px: Sequence[int] = DEFAULT_BORDER_POSITIONS_PX,
     stain: StainStyle | None = None,
+    blasts: int = 0,
 ) -> SynthField:
     """Generate a Romanowsky-stained smear field and its exact truth.
 
@@ -74,6 +75,10 @@ def generate_field(
             on each line ``x = v`` with ``0 < v < width`` and ``y = v`` with
             ``0 < v < height``, as far as ``n_wbc`` minus the paired cells allows.
         stain: Stain style; default a random style drawn from ``seed``.
+        blasts: Number of blast-like cells (lymphoblast look, type ``"blast"``,
+            see :mod:`smearscan.synth.blasts`) planted as extra free WBCs, in
+            addition to ``n_wbc``. Default 0: a normal smear, the same field as
+            a generator without this option for the same seed.
 
     Returns:
         The image and its truth maps and records.
@@ -83,13 +88,17 @@ def generate_field(
     """
     started = time.perf_counter()
     _validate(seed, width, height, pixel_size_um, n_wbc, n_touching_pairs, border_positions_px)
+    if isinstance(blasts, bool) or not isinstance(blasts, int | np.integer) or blasts < 0:
+        raise ConfigError(f"blasts must be a non-negative integer, got {blasts!r}")
     positions = tuple(int(v) for v in border_positions_px)
     lines = [("x", v) for v in sorted(set(positions)) if 0 < v < width]
     lines += [("y", v) for v in sorted(set(positions)) if 0 < v < height]
     n_wbc, n_pairs = _default_counts(width, height, pixel_size_um, n_wbc, n_touching_pairs, lines)
     rng = np.random.default_rng(seed)
     style = stain if stain is not None else StainStyle.random(rng)
-    placements = plan_wbcs(rng, width, height, pixel_size_um, style, n_wbc, n_pairs, lines)
+    placements = plan_wbcs(
+        rng, width, height, pixel_size_um, style, n_wbc, n_pairs, lines, int(blasts)
+    )
     field = _compose(rng, width, height, pixel_size_um, style, placements)
     field.seed = seed
     field.border_positions_px = positions

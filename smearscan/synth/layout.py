@@ -9,7 +9,8 @@ Three kinds of placement, in this order (which is also the drawing order):
    overlap by 0.2-0.6 µm (at least one pixel) along the line of centres; ``B``
    is drawn on top, and the pair is re-drawn elsewhere until ``B`` covers no
    pixel of ``A``'s nucleus;
-3. free cells, anywhere fully inside the field.
+3. free cells, anywhere fully inside the field; planted blasts (if any) are
+   the last free cells.
 
 A crowded field that cannot be laid out is laid out again from scratch a few
 times before :class:`~smearscan.errors.ConfigError` is raised.
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 
 from smearscan.errors import ConfigError
+from smearscan.synth.blasts import make_blast_shape
 from smearscan.synth.cells import (
     WbcPatch,
     WbcShape,
@@ -105,6 +107,7 @@ def plan_wbcs(
     n_wbc: int,
     n_pairs: int,
     border_lines: list[tuple[str, int]],
+    n_blasts: int = 0,
 ) -> list[WbcPlacement]:
     """Choose types, shapes and positions of all WBCs of a field.
 
@@ -118,6 +121,9 @@ def plan_wbcs(
         n_pairs: Number of touching pairs (``2 * n_pairs <= n_wbc``).
         border_lines: ``(axis, value)`` lines (``"x"`` or ``"y"``, pixels) that
             get one cell centred on them, as far as ``n_wbc`` allows.
+        n_blasts: Number of blasts planted as extra free cells (beyond ``n_wbc``).
+            Their shapes are drawn after the normal ones, so with 0 the random
+            stream, hence the field, is that of a generator without blasts.
 
     Returns:
         The placements in drawing order.
@@ -127,6 +133,7 @@ def plan_wbcs(
     """
     ctx = _Context(rng, width, height, pixel_size_um, style, 1.5 / pixel_size_um + 2.0)
     shapes = [make_wbc_shape(rng, t, pixel_size_um) for t in draw_cell_types(rng, n_wbc)]
+    shapes += [make_blast_shape(rng, pixel_size_um) for _ in range(n_blasts)]
     n_lines = min(len(border_lines), n_wbc - 2 * n_pairs)
     if n_lines < len(border_lines):
         logger.warning(

@@ -142,6 +142,7 @@ def write_sample_set(
     *,
     pixel_size_um: float = 0.1,
     image_format: str = "jpg",
+    blasts: int = 0,
 ) -> list[Path]:
     """Write ``n`` full synthetic fields ``synth_NNN.<fmt>`` with truth sidecars.
 
@@ -157,6 +158,8 @@ def write_sample_set(
         pixel_size_um: Pixel size, micrometres per pixel.
         image_format: ``jpg`` (default: small files, like real camera fields),
             ``png`` or ``tif``.
+        blasts: Blast-like cells planted per field (see
+            :func:`~smearscan.synth.field.generate_field`); default 0, a normal smear.
 
     Returns:
         The image paths written, in seed order.
@@ -172,6 +175,6 @@ def write_sample_set(
     out_dir = Path(out_dir)
     images = []
     for i in range(n):
-        field = generate_field(seed + i, width, height, pixel_size_um)
+        field = generate_field(seed + i, width, height, pixel_size_um, blasts=blasts)
         images.append(write_field(field, out_dir / f"synth_{seed + i:03d}{suffix}")[0])
     return images

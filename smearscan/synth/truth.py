@@ -19,7 +19,8 @@ class WbcTruth:
 
     Attributes:
         id: Instance id, equal to its value in ``SynthField.cells`` and ``.nuclei``.
-        cell_type: neutrophil, lymphocyte, monocyte, eosinophil or basophil.
+        cell_type: neutrophil, lymphocyte, monocyte, eosinophil, basophil, or
+            blast (only when the field was generated with ``blasts > 0``).
         centroid_x: Centroid column of the cell mask, pixels.
         centroid_y: Centroid row of the cell mask, pixels.
         bbox_x0: First column of the cell mask.
