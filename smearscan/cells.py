@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smearscan.classify import CELL_TYPES, classify_by_rules
-from smearscan.config import CellsConfig
+from smearscan.cell_types import CELL_TYPES
+from smearscan.classify import CellClassifier, classify_cells
+from smearscan.config import CellsConfig, ClassifyConfig
 from smearscan.instances import Cell, SlideInstances, find_instances, paint_labels
 from smearscan.morphometry import measure_cells
 from smearscan.resample import Reader, resample_window, to_source
@@ -106,9 +107,13 @@ def _measure_block(
 
 
 def _rows(
-    found: SlideInstances, features: pd.DataFrame, slide: str, s: float, shape: tuple[int, int]
+    found: SlideInstances,
+    features: pd.DataFrame,
+    types: pd.DataFrame,
+    slide: str,
+    s: float,
+    shape: tuple[int, int],
 ) -> list[dict[str, Any]]:
-    types = classify_by_rules(features)
     rows = []
     for cell_id, cell in enumerate(found.cells, start=1):
         box = _bbox(cell)
@@ -145,6 +150,8 @@ def run_cell_stage(
     pixel_size_um: float,
     result: SlideResult,
     config: CellsConfig,
+    classify: ClassifyConfig | None = None,
+    classifier: CellClassifier | None = None,
 ) -> None:
     """Find, label, measure and type the cells of one segmented slide.
 
@@ -155,6 +162,8 @@ def run_cell_stage(
         pixel_size_um: Model-scale pixel size.
         result: Filled with counts and the Cells rows.
         config: Instance thresholds.
+        classify: Blast thresholds (default: :class:`ClassifyConfig` defaults).
+        classifier: The cell classifier, or None for the morphometric rules.
     """
     height, width = store.classes.shape
 
@@ -178,14 +187,31 @@ def run_cell_stage(
         if frames
         else pd.DataFrame(index=pd.Index([], name="cell_id"))
     )
-    result.cells = _rows(found, features, result.slide, s, (height, width))
+    ids = features.index.to_numpy()
+    centres = np.array(
+        [
+            [
+                to_source(found.cells[i - 1].centroid_x, s),
+                to_source(found.cells[i - 1].centroid_y, s),
+            ]
+            for i in ids
+        ],
+        dtype=np.float64,
+    ).reshape(-1, 2)
+    types = classify_cells(
+        classifier,
+        features,
+        classify or ClassifyConfig(),
+        read=read,
+        centres_xy=centres,
+        source_pixel_size_um=pixel_size_um * s,
+    )
+    result.cells = _rows(found, features, types, result.slide, s, (height, width))
     result.wbc_count = len(found.cells)
     result.rbc_count = len(found.rbc_centres)
     result.platelet_count = len(found.platelet_centres)
     counts = pd.Series([r["cell_type"] for r in result.cells], dtype=object).value_counts()
     result.cell_counts = {t: int(counts.get(t, 0)) for t in CELL_TYPES}
-    if any(r["is_blast"] for r in result.cells):
-        result.flags.append("BLASTS_PRESENT")
     log.info(
         "%s: %d WBC, %d RBC, %d platelets",
         result.slide,

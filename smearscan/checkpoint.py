@@ -178,7 +178,7 @@ def read_sidecar(path: str | Path) -> str:
     return _normalise_digest(first[0] if first else "", str(sidecar))
 
 
-def _write_sidecar(path: Path, digest: str) -> None:
+def write_sidecar(path: Path, digest: str) -> None:
     """Write ``<digest>  NAME.pt`` atomically beside ``path``."""
     line = f"{digest}  {path.name}\n"
     atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(line, encoding="utf-8"))
@@ -331,7 +331,7 @@ def save_checkpoint(
 
     atomic_write(path, write)
     # A crash between the two renames leaves a stale or missing sidecar: loading refuses.
-    _write_sidecar(path, digests[0])
+    write_sidecar(path, digests[0])
     return digests[0]
 
 

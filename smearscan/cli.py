@@ -91,6 +91,15 @@ def process(
             "U-Net); classical: the stain-based segmenter without weights."
         ),
     ] = None,
+    classifier: Annotated[
+        str | None,
+        typer.Option(
+            help="Cell classifier: a shipped name, a PATH.pt trained with `smearscan train "
+            "--task classify` (its sha256 sidecar is checked), or rules (morphometric "
+            "rules, no network). The blast score combines it with the blast morphology "
+            "rule (thresholds in the [classify] section of --config)."
+        ),
+    ] = None,
     pixel_size: Annotated[
         float | None,
         typer.Option(
@@ -160,6 +169,25 @@ def process(
             "Default: on.",
         ),
     ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by",
+            help="Add up several field images into one patient/slide differential: a regular "
+            "expression searched in each file name (the group is (?P<group>...), else group "
+            "1, else the match; e.g. '^(Im\\d+)'), or a CSV manifest with columns "
+            "image,group (image: file name or path relative to the input). Unmatched files "
+            "are their own group. Default: every file its own group.",
+        ),
+    ] = None,
+    min_wbc_count: Annotated[
+        int | None,
+        typer.Option(
+            "--min-wbc-count",
+            help="Flag LOW_WBC_COUNT on a group with fewer WBCs counted over its fields. "
+            "Default: 100.",
+        ),
+    ] = None,
     quiet: Annotated[
         bool,
         typer.Option(
@@ -193,6 +221,7 @@ def process(
             model=model,
             **_overrides(
                 scale__pixel_size_um=pixel_size,
+                classify__classifier=classifier,
                 batch__patterns=glob,
                 tiling__tile_size_px=tile_size,
                 tiling__overlap_px=overlap,
@@ -204,6 +233,8 @@ def process(
                 batch__scheduler=scheduler,
                 output__write_probabilities=probabilities,
                 output__write_previews=previews,
+                review__group_by=group_by,
+                review__min_wbc_count=min_wbc_count,
             ),
         )
         code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
@@ -244,11 +275,17 @@ def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> i
 
 @app.command()
 def models() -> None:
-    """List the segmentation models that --model accepts."""
+    """List the segmentation models that --model accepts and the cell classifiers of
+    --classifier."""
+    from smearscan.classify import available_classifiers
     from smearscan.registry import available_models
 
+    typer.echo("segmentation models (--model):")
     for name, description in available_models().items():
-        typer.echo(f"{name:12s} {description}")
+        typer.echo(f"  {name:12s} {description}")
+    typer.echo("cell classifiers (--classifier):")
+    for name, description in available_classifiers().items():
+        typer.echo(f"  {name:12s} {description}")
 
 
 @app.command()
@@ -258,11 +295,14 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed of the first field (then seed+1...).")] = 0,
     width: Annotated[int, typer.Option(min=64, help="Field width in pixels.")] = 2592,
     height: Annotated[int, typer.Option(min=64, help="Field height in pixels.")] = 1944,
+    blasts: Annotated[
+        int, typer.Option(min=0, help="Blast-like cells planted per field (0: a normal smear).")
+    ] = 0,
 ) -> None:
     """Write synthetic smear fields with exact ground truth (PNG + _truth.npz/.json)."""
     from smearscan.synth import write_sample_set
 
-    paths = write_sample_set(out_dir, n=count, seed=seed, width=width, height=height)
+    paths = write_sample_set(out_dir, n=count, seed=seed, width=width, height=height, blasts=blasts)
     for path in paths:
         typer.echo(str(path))
 

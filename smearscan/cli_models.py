@@ -39,12 +39,25 @@ def train(
             "--out",
             "-o",
             help="Output folder: best.pt (+ .sha256, usable as process --model), last.pt "
-            "(resume), history.csv; with --folds, fold1/..foldK/ and cv_summary.csv.",
+            "(resume), history.csv; with --folds, fold1/..foldK/ and cv_summary.csv. "
+            "classify: classifier.pt (+ .sha256, usable as process --classifier), "
+            "history.csv, confusion_val.csv, confusion_test.csv, metrics.json.",
             show_default=False,
         ),
     ],
+    task: Annotated[
+        str,
+        typer.Option(
+            help="segment (a segmentation model) or classify (the cell classifier: crop "
+            "folders one per class, cells.csv/labels.csv, YOLO/VOC boxes with class names, "
+            "ALL-IDB .xyc blasts)."
+        ),
+    ] = "segment",
     arch: Annotated[str, typer.Option(help="unet, unetpp, resunet or vnet.")] = "resunet",
-    width: Annotated[int, typer.Option(min=1, help="Channels of the first level.")] = 8,
+    width: Annotated[
+        int | None,
+        typer.Option(min=1, help="Channels of the first level [segment: 8, classify: 16]."),
+    ] = None,
     depth: Annotated[int, typer.Option(min=1, max=6, help="Down-samplings.")] = 4,
     deep_supervision: Annotated[
         bool, typer.Option("--deep-supervision", help="UNet++: one loss per head.")
@@ -55,8 +68,12 @@ def train(
     loss: Annotated[
         str, typer.Option(help="Loss terms, e.g. ce+dice, 0.5*focal(gamma=2)+tversky(0.3,0.7).")
     ] = "ce+dice",
-    epochs: Annotated[int, typer.Option(min=1, help="Most epochs.")] = 60,
-    batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 16,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Most epochs [segment: 60, classify: 40].")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Crops per step [segment: 16, classify: 32].")
+    ] = None,
     crop: Annotated[
         int, typer.Option(help="Crop side in model pixels (multiple of 2**depth).")
     ] = 128,
@@ -74,7 +91,30 @@ def train(
     folds: Annotated[
         int, typer.Option(min=0, help="k-fold cross-validation (0: one run, see --val-fraction).")
     ] = 0,
-    val_fraction: Annotated[float, typer.Option(help="Share of each dataset held out.")] = 0.2,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of each dataset (classify: of each class) for validation "
+            "[segment: 0.2, classify: 0.15]."
+        ),
+    ] = None,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            help="classify: share of each class held out for the final test (scored once, "
+            "confusion_test.csv)."
+        ),
+    ] = 0.3,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="classify: segmentation model that finds and measures the labelled cells "
+            "(as process will)."
+        ),
+    ] = "unet-v1",
+    crop_pixel_size: Annotated[
+        float, typer.Option(help="classify: crop scale, µm/px (96 px crops).")
+    ] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
@@ -100,10 +140,14 @@ def train(
     limit: Annotated[int | None, typer.Option(help="Use at most N images per dataset.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
 ) -> None:
-    """Train a segmentation model on annotated images (masks, boxes or points).
+    """Train a segmentation model (masks, boxes or points) or, with --task classify,
+    the cell classifier (labelled cells).
 
-    Prints one line per epoch and writes it to OUT/history.csv. The best epoch's
-    checkpoint OUT/best.pt runs with `smearscan process --model OUT/best.pt`.
+    Prints one line per epoch and writes it to OUT/history.csv. Segmentation: the
+    best epoch's checkpoint OUT/best.pt runs with `smearscan process --model
+    OUT/best.pt`. Classify: OUT/classifier.pt runs with `smearscan process
+    --classifier OUT/classifier.pt`; OUT/confusion_test.csv scores it on the
+    held-out cells.
     """
     from smearscan.console import setup_logging
     from smearscan.registry import load_model
@@ -112,6 +156,28 @@ def train(
     from smearscan.training import train as run_training
 
     setup_logging(out / "train.log", quiet=quiet, verbose=False, rich=False)
+    if task == "classify":
+        _train_classifier(
+            data,
+            out,
+            model=model,
+            width=width or 16,
+            epochs=epochs or 40,
+            batch_size=batch_size or 32,
+            lr=lr,
+            patience=patience,
+            test_fraction=test_fraction,
+            val_fraction=0.15 if val_fraction is None else val_fraction,
+            crop_pixel_size=crop_pixel_size,
+            seed=seed,
+            device=device,
+            limit=limit,
+        )
+        return
+    if task != "segment":
+        fail_usage(f"--task must be segment or classify, got {task!r}")
+    width, epochs, batch_size = width or 8, epochs or 60, batch_size or 16
+    val_fraction = 0.2 if val_fraction is None else val_fraction
     try:
         config = TrainConfig(
             arch=arch,
@@ -160,6 +226,60 @@ def train(
         row = result.history[result.best_epoch - 1]
         scores = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.endswith("_dice"))
         typer.echo(f"{result.best_path}: best epoch {result.best_epoch}; {scores}")
+
+
+def _train_classifier(
+    data: list[str],
+    out: Path,
+    *,
+    model: str,
+    width: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int,
+    test_fraction: float,
+    val_fraction: float,
+    crop_pixel_size: float,
+    seed: int,
+    device: str,
+    limit: int | None,
+) -> None:
+    """``train --task classify``: harvest the labelled cells, train, calibrate, test."""
+    from smearscan.cell_crops import CROP_PX
+    from smearscan.classifier_data import harvest
+    from smearscan.classifier_training import ClassifierTrainConfig, train_classifier
+    from smearscan.config import ProcessConfig
+    from smearscan.train_data import DataSource
+
+    try:
+        config = ClassifierTrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            width=width,
+            test_fraction=test_fraction,
+            val_fraction=val_fraction,
+            patience=patience,
+            seed=seed,
+            device=device,
+        )
+        process = ProcessConfig(model=model).with_overrides(inference={"device": device})
+        sources = [DataSource.parse(d) for d in data]
+        cells = harvest(
+            sources,
+            process,
+            crop_px=CROP_PX,
+            crop_pixel_size_um=crop_pixel_size,
+            cache_dir=out,
+            limit=limit,
+        )
+        result = train_classifier(cells, config, out)
+    except (SmearscanError, ValueError) as exc:
+        fail_usage(str(exc))
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if "accuracy" in k)
+    typer.echo(f"{result.path}: best epoch {result.best_epoch}; {scores}")
+    typer.echo(f"use it with: smearscan process ... --classifier {result.path}")
 
 
 def evaluate(

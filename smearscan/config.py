@@ -20,6 +20,9 @@ TOML layout (every key optional)::
     write_probabilities = true
     [batch]
     workers = 2
+    [review]
+    group_by = '^(Im[0-9]+)'
+    min_wbc_count = 100
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ def _positive(name: str, value: float | int) -> None:
 #: The segmentation model of ``process`` when none is named (a name of
 #: :mod:`smearscan.registry`).
 DEFAULT_MODEL = "unet-v1"
+
+#: The cell classifier of ``process`` when none is named: a shipped classifier
+#: name, ``PATH.pt`` or ``rules`` (morphometric rules only).
+DEFAULT_CLASSIFIER = "rules"
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,60 @@ class CellsConfig:
 
 
 @dataclass(frozen=True)
+class ClassifyConfig:
+    """How cells are typed and blasts scored; see :mod:`smearscan.classify` and
+    :mod:`smearscan.blast` (the rule and its thresholds are in the classifier's model card).
+
+    The morphological blast score is the product of soft memberships (1 inside
+    the range, falling linearly to 0 over the ``*_soft`` margin outside it):
+    size against the median RBC diameter, N:C area ratio, nucleus circularity,
+    a single-lobed nucleus, and cytoplasm that is not granulocyte-dark.
+
+    Attributes:
+        classifier: Shipped classifier name, ``PATH.pt`` of one trained with
+            ``smearscan train --task classify``, or ``rules`` (no network).
+        blast_threshold: A cell is a blast when its blast probability reaches this.
+        blast_size_vs_rbc: ``(low, high)`` cell diameter in RBC diameters with full
+            blast membership (blasts 10-18 µm against 7.5 µm RBCs).
+        blast_size_soft: Margin of the size membership, in RBC diameters.
+        blast_min_nc_ratio: Nucleus area / cell area from which membership is full.
+        blast_nc_soft: Margin below ``blast_min_nc_ratio``.
+        blast_min_nucleus_circularity: Round or oval nucleus from this circularity.
+        blast_circularity_soft: Margin below ``blast_min_nucleus_circularity``.
+        granulocyte_veto: Weight of the classifier's granulocyte probability
+            (neutrophil + eosinophil + basophil) against the morphological score.
+    """
+
+    classifier: str = DEFAULT_CLASSIFIER
+    blast_threshold: float = 0.5
+    blast_size_vs_rbc: tuple[float, float] = (1.5, 2.8)
+    blast_size_soft: float = 0.12
+    blast_min_nc_ratio: float = 0.8
+    blast_nc_soft: float = 0.08
+    blast_min_nucleus_circularity: float = 0.75
+    blast_circularity_soft: float = 0.15
+    granulocyte_veto: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.classifier, str) or not self.classifier:
+            raise ConfigError(
+                f"classify.classifier must be a name or path, got {self.classifier!r}"
+            )
+        if not 0.0 < self.blast_threshold <= 1.0:
+            raise ConfigError(
+                f"classify.blast_threshold must be in (0, 1], got {self.blast_threshold}"
+            )
+        lo, hi = self.blast_size_vs_rbc
+        if not 0 < lo < hi:
+            raise ConfigError(f"classify.blast_size_vs_rbc must be (low, high), got {lo, hi}")
+        for name in ("blast_size_soft", "blast_nc_soft", "blast_circularity_soft"):
+            _positive(f"classify.{name}", getattr(self, name))
+        for name in ("blast_min_nc_ratio", "blast_min_nucleus_circularity", "granulocyte_veto"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"classify.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """What is written besides the report.
 
@@ -219,6 +280,66 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class ReviewConfig:
+    """Review flags, image-quality thresholds and grouping of fields into slides.
+
+    See :mod:`smearscan.flags`, :mod:`smearscan.quality` and :mod:`smearscan.grouping`.
+
+    Attributes:
+        group_by: Group several field images into one patient/slide: a regular
+            expression applied to the file name (named group ``group``, else
+            group 1, else the whole match) or the path of a CSV manifest with
+            columns ``image,group``. None: every field is its own group.
+        min_wbc_count: A group with fewer WBCs counted gets ``LOW_WBC_COUNT``
+            (CLSI H20 counts 100 or 200).
+        low_confidence_threshold: A cell whose ``type_confidence`` is below
+            this counts as low-confidence.
+        low_confidence_share: ``LOW_CONFIDENCE_CELLS`` when the share of
+            low-confidence cells exceeds this.
+        min_focus_laplacian_var: ``POOR_STAIN_OR_FOCUS`` when the variance of
+            the Laplacian of the smear pixels (grey levels², at 0.2 µm/px) is
+            below this. Calibrated on real fields of six sources: ordinary
+            fields 137-5700, blurred by a Gaussian of 1 µm at most 40.
+        min_stain_od: ``POOR_STAIN_OR_FOCUS`` when the optical density of the
+            smear pixels (most absorbed channel) is below this; ordinary
+            fields 0.059-0.61.
+        min_nucleus_saturation: ``POOR_STAIN_OR_FOCUS`` when the mean HSV
+            saturation (0-1) of the WBC nucleus pixels is below this (fields
+            with nuclei only); ordinary fields 0.32-0.85.
+        quality_window_px: Side of the windows sampled for the quality measures
+            (model px).
+        quality_max_windows: Most windows sampled per slide.
+    """
+
+    group_by: str | None = None
+    min_wbc_count: int = 100
+    low_confidence_threshold: float = 0.5
+    low_confidence_share: float = 0.2
+    min_focus_laplacian_var: float = 60.0
+    min_stain_od: float = 0.05
+    min_nucleus_saturation: float = 0.30
+    quality_window_px: int = 1024
+    quality_max_windows: int = 9
+
+    def __post_init__(self) -> None:
+        if self.group_by is not None and not str(self.group_by).strip():
+            raise ConfigError("review.group_by must be a pattern or a CSV path, got ''")
+        if self.min_wbc_count < 0:
+            raise ConfigError(f"review.min_wbc_count must be >= 0, got {self.min_wbc_count}")
+        for name in ("low_confidence_threshold", "low_confidence_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"review.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("min_focus_laplacian_var", "min_stain_od", "min_nucleus_saturation"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"review.{name} must be >= 0, got {getattr(self, name)}")
+        if self.quality_window_px < 64:
+            raise ConfigError(
+                f"review.quality_window_px must be >= 64, got {self.quality_window_px}"
+            )
+        _positive("review.quality_max_windows", self.quality_max_windows)
+
+
+@dataclass(frozen=True)
 class ProcessConfig:
     """Everything ``smearscan process`` needs besides the inputs and the report path."""
 
@@ -227,8 +348,10 @@ class ProcessConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     cells: CellsConfig = field(default_factory=CellsConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of every parameter (for the report's Run sheet)."""
@@ -251,8 +374,10 @@ _SECTIONS: dict[str, type] = {
     "inference": InferenceConfig,
     "scale": ScaleConfig,
     "cells": CellsConfig,
+    "classify": ClassifyConfig,
     "output": OutputConfig,
     "batch": BatchConfig,
+    "review": ReviewConfig,
 }
 
 
@@ -279,7 +404,7 @@ def _merge(config: ProcessConfig, values: dict[str, Any]) -> ProcessConfig:
                 f"known: {', '.join(sorted(known))}"
             )
         updates = {k: v for k, v in value.items() if v is not None}
-        for key_name in ("patterns", "platelet_area_um2"):
+        for key_name in ("patterns", "platelet_area_um2", "blast_size_vs_rbc"):
             if key_name in updates:
                 updates[key_name] = tuple(updates[key_name])
         try:

@@ -27,12 +27,16 @@ import zarr
 
 from smearscan import __version__
 from smearscan.cells import run_cell_stage
+from smearscan.classify import CellClassifier, load_classifier
 from smearscan.config import ProcessConfig, ScaleConfig
 from smearscan.errors import ProcessingError, SmearscanError
 from smearscan.executor import run_tasks
+from smearscan.flags import apply_field_flags, summarise_groups
+from smearscan.grouping import UNGROUPED_NOTE, assign_groups
 from smearscan.inference import TilePredictor, choose_device
 from smearscan.models.base import ModelSpec, calibrate_if_supported
 from smearscan.provenance import run_info
+from smearscan.quality import slide_quality
 from smearscan.registry import load_model
 from smearscan.report import write_report
 from smearscan.resample import Reader, resample_window, scale_factor, scaled_shape
@@ -157,6 +161,12 @@ def _predictor(config: ProcessConfig) -> tuple[torch.nn.Module, ModelSpec, TileP
     return model, spec, predictor
 
 
+def _classifier(config: ProcessConfig) -> CellClassifier | None:
+    """The cell classifier of the run (None: the morphometric rules)."""
+    with stage("model"):
+        return load_classifier(config.classify.classifier, choose_device(config.inference.device))
+
+
 def _merger(grid: TileGrid, spec: ModelSpec, store: SlideStore, in_memory: bool) -> Merger:
     if in_memory:
         return InMemoryMerger(grid, spec.n_classes)
@@ -248,8 +258,28 @@ def _segment(
     result.stage_seconds["segment"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
     with stage("cells"):
-        run_cell_stage(store, read, s, spec.input_pixel_size_um, result, config.cells)
+        run_cell_stage(
+            store,
+            read,
+            s,
+            spec.input_pixel_size_um,
+            result,
+            config.cells,
+            config.classify,
+            _classifier(config),
+        )
     result.stage_seconds["cells"] = round(time.perf_counter() - start, 3)
+    with stage("quality"):
+        review = config.review
+        result.quality = slide_quality(
+            store,
+            read,
+            s,
+            spec.input_pixel_size_um,
+            window_px=review.quality_window_px,
+            max_windows=review.quality_max_windows,
+        ).as_dict()
+        apply_field_flags(result, review)
     if previews_dir is not None:
         _previews(read, store, result, s, previews_dir, key, config)
 
@@ -353,11 +383,13 @@ def process_slide(
 
 @dataclass(frozen=True)
 class SlideTask:
-    """One slide of a batch: file, name in the report, Zarr group name."""
+    """One slide of a batch: file, name in the report, Zarr group name, patient/slide group."""
 
     path: Path
     relative: str
     key: str
+    group: str = ""
+    grouped: bool = True
 
 
 def run_slide_safely(
@@ -371,7 +403,9 @@ def run_slide_safely(
 
     What was learnt before the failure (size, pixel size) stays in the result.
     """
-    result = SlideResult(slide=task.relative, path=str(Path(task.path).resolve()))
+    result = SlideResult(
+        slide=task.relative, path=str(Path(task.path).resolve()), group=task.group or task.relative
+    )
     try:
         _process_into(result, config, zarr_path, task.key, progress, previews_dir)
     except ProcessingError as exc:
@@ -380,6 +414,8 @@ def run_slide_safely(
         result.mask_path = ""
         discard_slide_store(zarr_path, task.key)
         result.preview_path = ""
+    if not task.grouped:
+        result.notes.append(UNGROUPED_NOTE)
     return result
 
 
@@ -407,13 +443,18 @@ def process_batch(
 
     Raises:
         InputError: An input path does not exist.
-        ConfigError: Invalid configuration or unreachable scheduler.
+        ConfigError: Invalid configuration (a bad ``--group-by`` pattern or
+            manifest included) or unreachable scheduler.
     """
     started = datetime.now(UTC).astimezone()
     outputs = OutputPaths.for_report(report)
     sources = list_inputs([Path(p) for p in inputs], config.batch.patterns)
     keys = unique_keys([s.relative for s in sources])
-    tasks = [SlideTask(s.path, s.relative, k) for s, k in zip(sources, keys, strict=True)]
+    groups, grouped = assign_groups([s.relative for s in sources], config.review.group_by)
+    tasks = [
+        SlideTask(s.path, s.relative, k, g, m)
+        for s, k, g, m in zip(sources, keys, groups, grouped, strict=True)
+    ]
     if on_start is not None:
         on_start(tasks)
     outputs.report.parent.mkdir(parents=True, exist_ok=True)
@@ -434,11 +475,12 @@ def process_batch(
         scheduler=config.batch.scheduler,
         on_result=on_result,
     )
+    group_results = summarise_groups(results, config.review)
     info = run_info(config, inputs, outputs, started, datetime.now(UTC).astimezone(), results)
-    write_report(outputs.report, results, info)
+    write_report(outputs.report, results, info, group_results)
     if previews is not None:
         try:
             write_review_page(results, previews)
         except OSError as exc:  # the report and masks are written; the page is a convenience
             log.error("review page not written in %s: %s", previews, exc)
-    return BatchResult(results=results, outputs=outputs, run_info=info)
+    return BatchResult(results=results, outputs=outputs, run_info=info, groups=group_results)

@@ -49,6 +49,18 @@ def _model_sha256(name: str) -> str:
         return f"unverified: {exc}"
 
 
+def _classifier_sha256(name: str) -> str:
+    from smearscan.checkpoint import verify_checkpoint
+    from smearscan.classify import classifier_path
+
+    if name == "rules":
+        return "n/a (rules have no weights)"
+    try:
+        return verify_checkpoint(*classifier_path(name))
+    except SmearscanError as exc:
+        return f"unverified: {exc}"
+
+
 def run_info(
     config: ProcessConfig,
     inputs: Sequence[Path],
@@ -71,6 +83,8 @@ def run_info(
         "slides_failed": sum(r.status == "failed" for r in results),
         "model": config.model,
         "model_sha256": _model_sha256(config.model),
+        "classifier": config.classify.classifier,
+        "classifier_sha256": _classifier_sha256(config.classify.classifier),
         "device": str(choose_device(config.inference.device)),
     }
     info.update({f"version.{k}": v for k, v in _versions().items()})

@@ -2,12 +2,16 @@
 
 Sheets (DESIGN.md output contract):
 
-* ``Summary``: one row per slide; the contract's columns first, then extra
-  columns (how the pixel size was obtained, timings, class area fractions).
+* ``Summary``: one row per field image; the contract's columns first, then
+  extra columns (its patient/slide ``group`` and the group's flags, how the
+  pixel size was obtained, timings, class area fractions, the image-quality
+  measures ``quality_*`` at the model scale).
 * ``Run``: versions, model, every parameter, start/end time, host.
 * ``Cells``: one row per white cell (contract columns, then morphometry);
   the same rows go to ``OUT_cells.parquet`` (CSV without pyarrow).
-* ``Differential``: counts and percentages per type and slide, with a chart.
+* ``Differential``: one row per patient/slide group (``--group-by``; an
+  ungrouped field is its own group): the fields' counts added up, percentages
+  per type, blast count and percentage, the group flags, with a chart.
 * ``Errors``: one row per failed slide: slide, stage, message.
 
 The workbook is written to a temporary file and moved into place, so a
@@ -31,7 +35,9 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from smearscan.atomic import atomic_write
 from smearscan.classify import CELL_TYPES
-from smearscan.results import SlideResult
+from smearscan.config import ReviewConfig
+from smearscan.flags import summarise_groups
+from smearscan.results import GroupResult, SlideResult
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 
 #: Extra Summary columns after the contract's.
 EXTRA_COLUMNS: tuple[str, ...] = (
+    "group",
+    "group_flags",
     "pixel_size_method",
     "model",
     "model_pixel_size_um",
@@ -104,6 +112,8 @@ def summary_row(result: SlideResult, base: Path) -> dict[str, Any]:
         seconds=result.seconds,
         notes="; ".join(result.notes),
         source_path=result.path,
+        group=result.group or result.slide,
+        group_flags=", ".join(result.group_flags),
     )
     if result.wbc_count is not None:
         blasts = result.cell_counts.get("blast", 0)
@@ -117,6 +127,8 @@ def summary_row(result: SlideResult, base: Path) -> dict[str, Any]:
         )
     for name, fraction in result.class_fractions.items():
         row[f"{name}_area_fraction"] = fraction
+    for name, value in result.quality.items():
+        row[f"quality_{name}"] = value
     return row
 
 
@@ -199,25 +211,51 @@ def write_cells_table(frame: pd.DataFrame, path: Path) -> Path:
     return atomic_write(target, lambda tmp: write(tmp, index=False))
 
 
-def _differential(wb: Workbook, results: Sequence[SlideResult]) -> None:
-    """Counts and percentages of WBC types per slide, with a stacked bar chart."""
-    ws = wb.create_sheet("Differential")
-    ok = [r for r in results if r.status == "ok" and r.wbc_count is not None]
-    header = ["slide", "wbc_count"]
+#: Differential columns before the per-type counts.
+DIFFERENTIAL_LEAD: tuple[str, ...] = ("group", "fields", "fields_failed", "wbc_count")
+
+
+def differential_rows(groups: Sequence[GroupResult]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the Differential sheet, one row per group.
+
+    Percentages are of all WBCs counted in the group (None without WBCs).
+    """
+    header = [*DIFFERENTIAL_LEAD]
     header += [f"{t}_count" for t in CELL_TYPES] + [f"{t}_percent" for t in CELL_TYPES]
+    header += ["blast_count", "blast_percent", "flags"]
     rows = []
-    for r in ok:
-        total = r.wbc_count or 0
-        counts = [r.cell_counts.get(t, 0) for t in CELL_TYPES]
+    for g in groups:
+        total = g.wbc_count
+        counts = [g.cell_counts.get(t, 0) for t in CELL_TYPES]
         percents = [round(100.0 * c / total, 1) if total else None for c in counts]
-        rows.append([r.slide, total, *counts, *percents])
+        blast_percent = g.blast_percent
+        rows.append(
+            [
+                g.group,
+                g.fields,
+                g.fields_failed,
+                total,
+                *counts,
+                *percents,
+                g.blast_count,
+                round(blast_percent, 2) if blast_percent is not None else None,
+                ", ".join(g.flags),
+            ]
+        )
+    return header, rows
+
+
+def _differential(wb: Workbook, groups: Sequence[GroupResult]) -> None:
+    """Counts and percentages of WBC types per group, with a stacked bar chart."""
+    ws = wb.create_sheet("Differential")
+    header, rows = differential_rows(groups)
     _write_table(ws, header, rows)
-    if not rows:
+    if not any(g.wbc_count for g in groups):
         return
     chart = BarChart()
     chart.type, chart.grouping, chart.overlap = "bar", "percentStacked", 100
     chart.title, chart.y_axis.title = "WBC differential", "% of WBCs counted"
-    first = 3 + len(CELL_TYPES)  # first percent column
+    first = len(DIFFERENTIAL_LEAD) + len(CELL_TYPES) + 1  # first percent column
     data = Reference(
         ws, min_col=first, max_col=first + len(CELL_TYPES) - 1, min_row=1, max_row=len(rows) + 1
     )
@@ -227,19 +265,28 @@ def _differential(wb: Workbook, results: Sequence[SlideResult]) -> None:
     ws.add_chart(chart, f"A{len(rows) + 4}")
 
 
-def write_report(path: Path, results: Sequence[SlideResult], run_info: dict[str, Any]) -> Path:
+def write_report(
+    path: Path,
+    results: Sequence[SlideResult],
+    run_info: dict[str, Any],
+    groups: Sequence[GroupResult] | None = None,
+) -> Path:
     """Write ``OUT.xlsx`` atomically.
 
     Args:
         path: Report path (``.xlsx``).
         results: One result per slide, in input order.
         run_info: Flat ``{key: value}`` pairs for the Run sheet.
+        groups: The Differential's groups (:func:`smearscan.flags.summarise_groups`);
+            None: every field its own group, default thresholds.
 
     Returns:
         The report path.
     """
     path = Path(path)
     base = path.parent.resolve()
+    if groups is None:
+        groups = summarise_groups(results, ReviewConfig())
     rows = [summary_row(r, base) for r in results]
     extras = sorted({k for r in rows for k in r} - set(SUMMARY_COLUMNS) - set(EXTRA_COLUMNS))
     header = [*SUMMARY_COLUMNS, *EXTRA_COLUMNS, *extras]
@@ -263,7 +310,7 @@ def write_report(path: Path, results: Sequence[SlideResult], run_info: dict[str,
         list(cells.columns),
         cells.head(EXCEL_MAX_ROWS - 1).itertuples(index=False, name=None),
     )
-    _differential(wb, results)
+    _differential(wb, groups)
     _write_table(
         wb.create_sheet("Run"),
         ["key", "value"],

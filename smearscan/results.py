@@ -39,6 +39,11 @@ class SlideResult:
         cell_counts: WBCs per cell type.
         cells: One dict per WBC: the rows of the Cells sheet.
         stage_seconds: Wall time of the main stages (segment, cells).
+        quality: Image-quality measures (:mod:`smearscan.quality`): focus as the
+            variance of the Laplacian at the model scale, stain optical densities.
+        group: Patient/slide group of this field (``--group-by``); the field's
+            own name when ungrouped.
+        group_flags: Review flags of the whole group (set after the batch).
     """
 
     slide: str
@@ -68,6 +73,39 @@ class SlideResult:
     cell_counts: dict[str, int] = field(default_factory=dict)
     cells: list[dict[str, Any]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
+    group: str = ""
+    group_flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupResult:
+    """The differential of one patient/slide group: its fields' counts added up.
+
+    Attributes:
+        group: Group name (``--group-by``; a field's own name when ungrouped).
+        fields: Fields of the group processed successfully (summed).
+        fields_failed: Fields of the group that failed (left out of the sums).
+        wbc_count: WBCs counted over the group's fields.
+        cell_counts: WBCs per cell type, over the fields.
+        blast_count: Blasts over the fields.
+        low_confidence_cells: Cells whose type confidence is below the threshold.
+        flags: Review flags of the group.
+    """
+
+    group: str
+    fields: int = 0
+    fields_failed: int = 0
+    wbc_count: int = 0
+    cell_counts: dict[str, int] = field(default_factory=dict)
+    blast_count: int = 0
+    low_confidence_cells: int = 0
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def blast_percent(self) -> float | None:
+        """Blasts / all WBCs counted x 100 (None without WBCs)."""
+        return 100.0 * self.blast_count / self.wbc_count if self.wbc_count else None
 
 
 @dataclass
@@ -107,11 +145,13 @@ class BatchResult:
         results: One result per slide, in input order.
         outputs: Where everything was written.
         run_info: What the Run sheet records.
+        groups: One differential per patient/slide group, in first-field order.
     """
 
     results: list[SlideResult]
     outputs: OutputPaths
     run_info: dict[str, Any] = field(default_factory=dict)
+    groups: list[GroupResult] = field(default_factory=list)
 
     @property
     def failed(self) -> list[SlideResult]:

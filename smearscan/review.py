@@ -143,6 +143,20 @@ def _entry_counts(result: SlideResult) -> dict[str, int | float]:
     return counts
 
 
+def entry_flags(result: SlideResult) -> list[str]:
+    """The field's flags, then its group's flags that the field does not have itself.
+
+    A group flag is marked with its group (``LOW_WBC_COUNT (group Im001)``)
+    unless the field is a group of its own.
+    """
+    flags = list(result.flags)
+    own = not result.group or result.group == result.slide
+    for flag in result.group_flags:
+        if flag not in result.flags:
+            flags.append(flag if own else f"{flag} (group {result.group})")
+    return flags
+
+
 def review_entry(result: SlideResult, out_dir: Path) -> PreviewEntry:
     """The review-page entry of one slide (paths relative to ``out_dir``)."""
     overlay = thumbnail = ""
@@ -159,7 +173,7 @@ def review_entry(result: SlideResult, out_dir: Path) -> PreviewEntry:
         overlay=overlay,
         thumbnail=thumbnail,
         counts=_entry_counts(result),
-        flags=list(result.flags),
+        flags=entry_flags(result),
         error=error,
     )
 

@@ -30,6 +30,8 @@ PROCESS_OPTIONS = [
     "--workers",
     "--scheduler",
     "--probabilities",
+    "--group-by",
+    "--min-wbc-count",
     "--quiet",
     "--verbose",
 ]

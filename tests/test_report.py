@@ -81,7 +81,7 @@ def test_report_sheets_counts_and_cell_table(tmp_path: Path):
     assert summary.loc["b.png", "wbc_count"] == 0 and pd.isna(summary.loc["b.png", "blast_percent"])
     assert summary.loc["c.tif", "status"] == "failed" and pd.isna(summary.loc["c.tif", "wbc_count"])
 
-    differential = pd.read_excel(report, sheet_name="Differential").set_index("slide")
+    differential = pd.read_excel(report, sheet_name="Differential").set_index("group")
     assert differential.loc["run1/a.jpg", "neutrophil_percent"] == 50.0
     errors = pd.read_excel(report, sheet_name="Errors")
     assert errors.to_dict("records") == [

@@ -37,7 +37,7 @@ def test_default_model_is_the_shipped_one() -> None:
 def test_models_command_marks_the_default() -> None:
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0
-    line = next(x for x in result.output.splitlines() if x.startswith(DEFAULT_MODEL))
+    line = next(x for x in result.output.splitlines() if x.strip().startswith(DEFAULT_MODEL))
     assert "[default]" in line
     assert "classical" in result.output
 
