@@ -35,6 +35,10 @@ FEATURES: dict[str, float] = {
     "size_vs_rbc": 1.5,
 }
 
+#: Morphometry columns kept with each labelled cell: the classifier's features and
+#: what the blast rule (:mod:`smearscan.blast`) reads besides them.
+MEASURED: tuple[str, ...] = (*FEATURES, "cytoplasm_mean_lab_l")
+
 #: Default crop side (px) and scale (µm/px): 28.8 µm, room for a 20 µm monocyte.
 CROP_PX = 96
 CROP_PIXEL_SIZE_UM = 0.3
@@ -113,7 +117,23 @@ def feature_matrix(
     return np.concatenate([values, missing], axis=1).astype(np.float32)
 
 
-def normalise_crops(crops: np.ndarray) -> np.ndarray:
-    """uint8 ``(N, S, S, 3)`` crops -> float32 ``(N, 3, S, S)`` in ``[-1, 1]``."""
+#: Crop normalisations: ``scale`` maps 0..255 to [-1, 1]; ``standardise`` gives each
+#: channel of each crop zero mean and unit variance (a grey-world white balance and
+#: contrast normalisation: a lab's stain tint and illumination are taken out).
+NORMALISATIONS = ("scale", "standardise")
+
+
+def normalise_crops(crops: np.ndarray, mode: str = "scale") -> np.ndarray:
+    """uint8 ``(N, S, S, 3)`` crops -> float32 ``(N, 3, S, S)`` network input.
+
+    Raises:
+        ValueError: An unknown ``mode`` (see :data:`NORMALISATIONS`).
+    """
     x = np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2)
-    return x / 127.5 - 1.0
+    if mode == "scale":
+        return x / 127.5 - 1.0
+    if mode == "standardise":
+        mean = x.mean(axis=(2, 3), keepdims=True)
+        std = x.std(axis=(2, 3), keepdims=True)
+        return (x - mean) / np.maximum(std, 1.0)
+    raise ValueError(f"unknown crop normalisation {mode!r}; known: {NORMALISATIONS}")

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from smearscan.cell_crops import CROP_PIXEL_SIZE_UM, CROP_PX, FEATURES, cut_crops
+from smearscan.cell_crops import CROP_PIXEL_SIZE_UM, CROP_PX, MEASURED, cut_crops
 from smearscan.config import ProcessConfig
 from smearscan.datasets import Point
 from smearscan.errors import InputError
@@ -78,8 +79,8 @@ class CellSet:
 
     Attributes:
         crops: uint8 ``(N, S, S, 3)`` crops at ``crop_pixel_size_um``.
-        features: float64 ``(N, len(FEATURES))`` raw morphometry (NaN: missing),
-            columns in :data:`FEATURES` order.
+        features: float64 ``(N, len(MEASURED))`` raw morphometry (NaN: missing),
+            columns in :data:`~smearscan.cell_crops.MEASURED` order (:meth:`frame`).
         labels: ``(N,)`` str class labels (lower case).
         images: ``(N,)`` str: ``source/file name`` of each cell's image.
         matched: bool ``(N,)``: the label was matched to a cell ``process`` found.
@@ -95,6 +96,10 @@ class CellSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def frame(self) -> pd.DataFrame:
+        """The morphometry as a DataFrame, one column per :data:`MEASURED` name."""
+        return pd.DataFrame(self.features, columns=list(MEASURED))
 
     def subset(self, index: np.ndarray) -> CellSet:
         """The cells at ``index`` (an int or bool array)."""
@@ -266,7 +271,7 @@ def _cache_key(sources: Sequence[DataSource], config: ProcessConfig, crop: tuple
             "model": model_sha256(config.model),
             "cells": dataclasses.asdict(config.cells),
             "crop": list(crop),
-            "features": list(FEATURES),
+            "columns": list(MEASURED),
         },
         sort_keys=True,
     )
@@ -310,7 +315,7 @@ def _harvest_source(
                 if d.min() <= radius:
                     row = result.cells[int(d.argmin())]
             centres.append((row["centroid_x"], row["centroid_y"]) if row else (point.x, point.y))
-            feats.append([float(row.get(f, np.nan)) if row else np.nan for f in FEATURES])
+            feats.append([float(row.get(f, np.nan)) if row else np.nan for f in MEASURED])
             labels.append(point.label)
             images.append(f"{source.name}/{item.path.name}")
             matched.append(row is not None)
@@ -322,7 +327,7 @@ def _harvest_source(
         raise DatasetError(f"{source.path}: no labelled cell could be used")
     return CellSet(
         np.concatenate(crops),
-        np.array(feats, dtype=np.float64).reshape(-1, len(FEATURES)),
+        np.array(feats, dtype=np.float64).reshape(-1, len(MEASURED)),
         np.array(labels),
         np.array(images),
         np.array(matched, dtype=bool),

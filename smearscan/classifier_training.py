@@ -1,7 +1,7 @@
 """Training of the cell classifier (``smearscan train --task classify``).
 
 The labelled cells (:class:`~smearscan.classifier_data.CellSet`) are split,
-stratified by class and seeded, into a held-out **test** share (scored once, at
+stratified by dataset and class and seeded, into a held-out **test** share (scored once, at
 the end, never used to choose anything), a **validation** share (early
 stopping, best epoch, temperature) and the training rest. Each epoch draws as
 many training cells as there are, class-balanced (every class equally likely,
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from smearscan.augment import AugmentConfig, augment
-from smearscan.cell_crops import FEATURES, feature_matrix, normalise_crops
+from smearscan.cell_crops import FEATURES, NORMALISATIONS, feature_matrix, normalise_crops
 from smearscan.cell_types import CELL_TYPES, report_type
 from smearscan.classifier_data import CellSet
 from smearscan.classify import ClassifierSpec, save_classifier
@@ -61,6 +61,8 @@ class ClassifierTrainConfig:
         label_smoothing: Cross-entropy label smoothing.
         seed: Seed of the split, the sampling, the augmentation and the weights.
         device: ``auto``, ``cpu`` or ``cuda``.
+        normalisation: Crop normalisation (:data:`~smearscan.cell_crops.NORMALISATIONS`).
+        augment: Ranges of the random augmentations.
     """
 
     epochs: int = 40
@@ -76,6 +78,7 @@ class ClassifierTrainConfig:
     label_smoothing: float = 0.05
     seed: int = 0
     device: str = "auto"
+    normalisation: str = "scale"
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(max_rotation_deg=20.0))
 
     def __post_init__(self) -> None:
@@ -83,6 +86,10 @@ class ClassifierTrainConfig:
             raise ConfigError("epochs, batch size and learning rate must be positive")
         if not 0 <= self.test_fraction < 1 or not 0 < self.val_fraction < 1:
             raise ConfigError("test fraction must be in [0, 1) and val fraction in (0, 1)")
+        if self.normalisation not in NORMALISATIONS:
+            raise ConfigError(
+                f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}"
+            )
         unknown = set(self.features) - set(FEATURES)
         if unknown:
             raise ConfigError(f"unknown features {sorted(unknown)}; known: {list(FEATURES)}")
@@ -118,9 +125,8 @@ def three_way_split(
     labels: np.ndarray, test_fraction: float, val_fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices ``(train, val, test)``, stratified by label: ``test_fraction`` of each
-    class held out first, then ``val_fraction`` of the rest. A fresh
-    ``default_rng(seed)`` and the same labels in the same order give the same split
-    (tests and benchmarks rebuild a training run's test share this way)."""
+    label held out first, then ``val_fraction`` of the rest. A fresh
+    ``default_rng(seed)`` and the same labels in the same order give the same split."""
     rest, test = split_stratified(labels, test_fraction, rng)
     train, val = split_stratified(labels[rest], val_fraction, rng)
     return rest[train], rest[val], test
@@ -142,9 +148,7 @@ class _Batches:
         counts = np.bincount(targets)
         weights = 1.0 / counts[targets]
         self.p = weights / weights.sum()
-        self.vectors = feature_matrix(
-            pd.DataFrame(cells.features, columns=list(FEATURES)), config.features
-        )
+        self.vectors = feature_matrix(cells.frame(), config.features)
         side = cells.crops.shape[1]
         self.blank_target = np.zeros((side, side), np.uint8)
         self.blank_weight = np.ones((side, side), np.float32)
@@ -170,13 +174,18 @@ class _Batches:
 
 
 def _logits(
-    model: nn.Module, cells: CellSet, vectors: np.ndarray, device: torch.device, use_f: bool
+    model: nn.Module,
+    cells: CellSet,
+    vectors: np.ndarray,
+    device: torch.device,
+    use_f: bool,
+    norm: str,
 ) -> torch.Tensor:
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(cells), 256):
-            x = torch.from_numpy(normalise_crops(cells.crops[start : start + 256])).to(device)
+            x = torch.from_numpy(normalise_crops(cells.crops[start : start + 256], norm)).to(device)
             f = torch.from_numpy(vectors[start : start + 256]).to(device)
             out.append(model(x, f if use_f else None).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
@@ -230,9 +239,10 @@ def train_classifier(cells: CellSet, config: ClassifierTrainConfig, out: Path) -
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     targets_all = np.array([classes.index(c) for c in cells.labels])
-    train_i, val_i, test = three_way_split(
-        cells.labels, config.test_fraction, config.val_fraction, rng
-    )
+    # Strata: dataset and label, so every dataset keeps its share in each split.
+    sources = np.array([image.rsplit("/", 1)[0] for image in cells.images.tolist()])
+    strata = np.char.add(np.char.add(sources, "|"), cells.labels.astype(str))
+    train_i, val_i, test = three_way_split(strata, config.test_fraction, config.val_fraction, rng)
     if len(val_i) == 0 or len(set(targets_all[train_i].tolist())) < len(classes):
         raise ConfigError("too few cells per class to split into training and validation")
     train_set, val_set, test_set = cells.subset(train_i), cells.subset(val_i), cells.subset(test)
@@ -246,6 +256,7 @@ def train_classifier(cells: CellSet, config: ClassifierTrainConfig, out: Path) -
         features=tuple(config.features),
         width=config.width,
         levels=config.levels,
+        normalisation=config.normalisation,
     )
     device = _device(config.device)
     model = spec.build().to(device)
@@ -259,7 +270,7 @@ def train_classifier(cells: CellSet, config: ClassifierTrainConfig, out: Path) -
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     batches = _Batches(train_set, targets_all[train_i], config)
     vectors = {
-        name: feature_matrix(pd.DataFrame(s.features, columns=list(FEATURES)), config.features)
+        name: feature_matrix(s.frame(), config.features)
         for name, s in (("val", val_set), ("test", test_set))
     }
     history: list[dict[str, float]] = []
@@ -271,7 +282,7 @@ def train_classifier(cells: CellSet, config: ClassifierTrainConfig, out: Path) -
         model.train()
         total, seen = 0.0, 0
         for crops, feats, target in batches.epoch(rng):
-            x = torch.from_numpy(normalise_crops(crops)).to(device)
+            x = torch.from_numpy(normalise_crops(crops, config.normalisation)).to(device)
             f = torch.from_numpy(feats).to(device)
             y = torch.from_numpy(target).to(device)
             loss = loss_fn(model(x, f if use_f else None), y)
@@ -281,7 +292,9 @@ def train_classifier(cells: CellSet, config: ClassifierTrainConfig, out: Path) -
             total, seen = total + loss.item() * len(target), seen + len(target)
         scheduler.step()
         val = _scores(
-            _logits(model, val_set, vectors["val"], device, use_f), targets_all[val_i], classes
+            _logits(model, val_set, vectors["val"], device, use_f, config.normalisation),
+            targets_all[val_i],
+            classes,
         )
         row = {
             "epoch": epoch,
@@ -305,7 +318,7 @@ def train_classifier(cells: CellSet, config: ClassifierTrainConfig, out: Path) -
                 log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
                 break
     model.load_state_dict(best_state)
-    val_logits = _logits(model, val_set, vectors["val"], device, use_f)
+    val_logits = _logits(model, val_set, vectors["val"], device, use_f, config.normalisation)
     temperature = fit_temperature(val_logits, torch.from_numpy(targets_all[val_i]))
     metadata = {
         "trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -323,7 +336,7 @@ def train_classifier(cells: CellSet, config: ClassifierTrainConfig, out: Path) -
     if len(test):
         model.to(device)
         test_s = _scores(
-            _logits(model, test_set, vectors["test"], device, use_f),
+            _logits(model, test_set, vectors["test"], device, use_f, config.normalisation),
             targets_all[test],
             classes,
             temperature,

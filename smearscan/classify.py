@@ -47,7 +47,15 @@ log = logging.getLogger(__name__)
 #: Folder of the shipped weights.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Shipped classifiers: name -> (file in WEIGHTS_DIR, sha256, one-line description).
-SHIPPED_CLASSIFIERS: dict[str, tuple[str, str, str]] = {}
+SHIPPED_CLASSIFIERS: dict[str, tuple[str, str, str]] = {
+    "cellnet-v1": (
+        "cellnet-v1.pt",
+        "6c0fc3234825c098c4b88887603efe46caa3e9e2029bc4af882bafbcbedd4253",
+        "CellNet width 16, 96 px crops at 0.3 µm/px + morphometry; trained on PBC + "
+        "wbc-seg "
+        "(CLASSIFIER_CARD.md)",
+    ),
+}
 #: ``payload["format"]`` of a classifier file.
 CLASSIFIER_FORMAT = "smearscan-classifier"
 CLASSIFIER_VERSION = 1
@@ -68,6 +76,9 @@ class ClassifierSpec:
         width: Channels of the first conv stage.
         levels: Conv stages.
         temperature: Softmax temperature fitted on validation data (1: uncalibrated).
+        normalisation: How crops are scaled for the network
+            (:data:`~smearscan.cell_crops.NORMALISATIONS`).
+        metadata: Free information (training settings, date).
     """
 
     classes: tuple[str, ...]
@@ -77,6 +88,7 @@ class ClassifierSpec:
     width: int = 16
     levels: int = 4
     temperature: float = 1.0
+    normalisation: str = "scale"
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def build(self) -> CellNet:
@@ -143,7 +155,8 @@ class CellClassifier:
         vectors = feature_matrix(features, self.spec.features)
         out = []
         for start in range(0, len(crops), BATCH):
-            x = torch.from_numpy(normalise_crops(crops[start : start + BATCH])).to(self.device)
+            batch = normalise_crops(crops[start : start + BATCH], self.spec.normalisation)
+            x = torch.from_numpy(batch).to(self.device)
             f = torch.from_numpy(vectors[start : start + BATCH]).to(self.device)
             logits = self.model(x, f if self.spec.features else None).float()
             out.append(torch.softmax(logits / self.spec.temperature, dim=1).cpu().numpy())

@@ -115,6 +115,13 @@ def train(
     crop_pixel_size: Annotated[
         float, typer.Option(help="classify: crop scale, µm/px (96 px crops).")
     ] = 0.3,
+    normalisation: Annotated[
+        str,
+        typer.Option(
+            help="classify: crop normalisation, scale (0..255 to [-1, 1]) or standardise "
+            "(each crop's channels to zero mean, unit variance: takes a stain's tint out)."
+        ),
+    ] = "scale",
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
@@ -169,6 +176,7 @@ def train(
             test_fraction=test_fraction,
             val_fraction=0.15 if val_fraction is None else val_fraction,
             crop_pixel_size=crop_pixel_size,
+            normalisation=normalisation,
             seed=seed,
             device=device,
             limit=limit,
@@ -241,6 +249,7 @@ def _train_classifier(
     test_fraction: float,
     val_fraction: float,
     crop_pixel_size: float,
+    normalisation: str,
     seed: int,
     device: str,
     limit: int | None,
@@ -263,6 +272,7 @@ def _train_classifier(
             patience=patience,
             seed=seed,
             device=device,
+            normalisation=normalisation,
         )
         process = ProcessConfig(model=model).with_overrides(inference={"device": device})
         sources = [DataSource.parse(d) for d in data]

@@ -49,7 +49,7 @@ DEFAULT_MODEL = "unet-v1"
 
 #: The cell classifier of ``process`` when none is named: a shipped classifier
 #: name, ``PATH.pt`` or ``rules`` (morphometric rules only).
-DEFAULT_CLASSIFIER = "rules"
+DEFAULT_CLASSIFIER = "cellnet-v1"
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,10 @@ class ClassifyConfig:
         blast_min_nucleus_circularity: Round or oval nucleus from this circularity.
         blast_circularity_soft: Margin below ``blast_min_nucleus_circularity``.
         granulocyte_veto: Weight of the classifier's granulocyte probability
-            (neutrophil + eosinophil + basophil) against the morphological score.
+            (neutrophil + eosinophil + basophil) against the morphological score;
+            0 by default: a classifier that never saw a blast nor the lab's stain
+            called 15 of 24 synthetic blasts granulocytes, while on 600 held-out
+            PBC cells the veto removed no false blast (see the classifier's model card).
     """
 
     classifier: str = DEFAULT_CLASSIFIER
@@ -215,7 +218,7 @@ class ClassifyConfig:
     blast_nc_soft: float = 0.08
     blast_min_nucleus_circularity: float = 0.75
     blast_circularity_soft: float = 0.15
-    granulocyte_veto: float = 1.0
+    granulocyte_veto: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.classifier, str) or not self.classifier:

@@ -99,10 +99,12 @@ def test_a_lymphocyte_of_typical_size_never_scores_whatever_its_nucleus():
 
 
 def test_granulocyte_veto_and_learned_blast_class():
-    config = ClassifyConfig()
     morph = np.array([1.0, 1.0, 0.0])
     probs = _uniform(3, lymphocyte=0.5, other=0.5)
     probs.loc[1, ["neutrophil", "lymphocyte", "other"]] = [0.9, 0.1, 0.0]
+    # default: no veto, the morphology decides
+    assert blast_probability(morph, probs, ClassifyConfig()).tolist() == [1.0, 1.0, 0.0]
+    config = ClassifyConfig(granulocyte_veto=1.0)
     p = blast_probability(morph, probs, config)
     assert p[0] == pytest.approx(1.0) and p[1] == pytest.approx(0.1) and p[2] == 0
     learned = np.array([0.0, 0.0, 0.8])
