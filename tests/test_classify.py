@@ -160,3 +160,87 @@ def test_classify_config_validates():
         ClassifyConfig(blast_threshold=0)
     with pytest.raises(ConfigError, match="blast_size_vs_rbc"):
         ClassifyConfig(blast_size_vs_rbc=(2.0, 1.0))
+
+
+def _png(path, size=(60, 80)):
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((*size, 3), 200, np.uint8))
+    return path
+
+
+def test_labelled_cells_of_every_layout(tmp_path):
+    from smearscan.classifier_data import classify_layout, list_labelled
+    from smearscan.train_data import DatasetError
+
+    crops = tmp_path / "crops"
+    _png(crops / "neutrophil" / "a.png")
+    _png(crops / "lymphocyte" / "b.png")
+    items = list_labelled(crops)
+    assert classify_layout(crops) == "classes"
+    assert [(i.path.name, i.points[0].label, i.centred) for i in items] == [
+        ("b.png", "lymphocyte", True),
+        ("a.png", "neutrophil", True),
+    ]
+    assert (items[0].points[0].x, items[0].points[0].y) == (39.5, 29.5)  # image centre
+
+    table = tmp_path / "csv"
+    _png(table / "f1.png")
+    (table / "cells.csv").write_text(
+        "image,x,y,cell_type\nf1.png,10,20,Monocyte\nf1.png,30,5,blast\n"
+    )
+    [item] = list_labelled(table)
+    assert [(p.x, p.y, p.label) for p in item.points] == [(10, 20, "monocyte"), (30, 5, "blast")]
+    (table / "cells.csv").write_text("image,x,y,cell_type\nf1.png,ten,20,monocyte\n")
+    with pytest.raises(DatasetError, match="line 2"):
+        list_labelled(table)
+
+    one_cell = tmp_path / "one-cell"
+    _png(one_cell / "images" / "001.png")
+    _png(one_cell / "images" / "002.png")
+    (one_cell / "labels.csv").write_text("image,cell_type\n001.png,basophil\n002.png,\n")
+    [item] = list_labelled(one_cell)  # 002 is unlabelled
+    assert item.centred and item.points[0].label == "basophil"
+
+    allidb = tmp_path / "allidb"
+    _png(allidb / "Im001_1.jpg")
+    (allidb / "Im001_1.xyc").write_text("12 15\n40\t30\n")
+    _png(allidb / "Im002_0.jpg")
+    (allidb / "Im002_0.xyc").write_text("")
+    [item] = list_labelled(allidb)  # the image without blasts has no labelled cell
+    assert [(p.x, p.y, p.label) for p in item.points] == [(12, 15, "blast"), (40, 30, "blast")]
+
+    yolo = tmp_path / "yolo"
+    _png(yolo / "images" / "f.png", (100, 100))
+    (yolo / "labels").mkdir()
+    (yolo / "labels" / "f.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n")
+    (yolo / "classes.txt").write_text("wbc\neosinophil\n")
+    [item] = list_labelled(yolo)  # the untyped "wbc" box is skipped
+    assert [(p.x, p.y, p.label) for p in item.points] == [(20.0, 20.0, "eosinophil")]
+
+    with pytest.raises(DatasetError, match="no known layout"):
+        list_labelled(_png(tmp_path / "loose" / "only.png").parent)
+
+
+def test_training_is_seeded_and_learns_a_separable_set(tmp_path):
+    from smearscan.classifier_data import CellSet
+    from smearscan.classifier_training import ClassifierTrainConfig, train_classifier
+
+    rng = np.random.default_rng(0)
+    n = 40
+    crops = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
+    labels = np.array(["lymphocyte", "neutrophil"] * (n // 2))
+    crops[labels == "neutrophil"] += 150  # bright vs dark crops
+    features = np.full((n, 7), np.nan)
+    cells = CellSet(crops, features, labels, np.array([f"set/{i}.png" for i in range(n)]),
+                    np.ones(n, bool), 0.3)  # fmt: skip
+    config = ClassifierTrainConfig(epochs=4, batch_size=8, width=4, levels=2, device="cpu")
+    first = train_classifier(cells, config, tmp_path / "a")
+    second = train_classifier(cells, config, tmp_path / "b")
+    losses = [[r["train_loss"], r["val_loss"]] for r in first.history]
+    assert losses == [[r["train_loss"], r["val_loss"]] for r in second.history]
+    a = torch.load(tmp_path / "a" / "classifier.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "classifier.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first.metrics["test_accuracy"] == 1.0
