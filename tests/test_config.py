@@ -50,3 +50,20 @@ def test_missing_file_and_defaults(tmp_path: Path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
     assert load_config(None) == ProcessConfig()
+
+
+def test_classify_section_from_toml(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[classify]\nclassifier = "rules"\nblast_size_vs_rbc = [1.6, 2.5]\n'
+        "blast_min_nc_ratio = 0.85\ngranulocyte_veto = 0.5\n"
+    )
+    config = load_config(path)
+    assert config.classify.classifier == "rules"
+    assert config.classify.blast_size_vs_rbc == (1.6, 2.5)
+    assert config.classify.blast_min_nc_ratio == 0.85
+    assert config.classify.granulocyte_veto == 0.5
+    assert ProcessConfig().classify.classifier == "cellnet-v1"
+    path.write_text("[classify]\nblast_min_nc_ratio = 1.5\n")
+    with pytest.raises(ConfigError, match="blast_min_nc_ratio"):
+        load_config(path)
