@@ -272,14 +272,22 @@ class BatchConfig:
         workers: Slides processed concurrently by the local Dask scheduler.
         scheduler: ``host:port`` of a dask.distributed scheduler, or None for local.
         patterns: Glob patterns selecting input files (empty: all image files).
+        max_pixels: Largest image (width x height pixels of level 0, read from
+            the header before decoding) a slide may claim; larger ones fail at
+            the ``read`` stage (decompression bombs). Default about 50000 x 50000.
     """
 
     workers: int = 1
     scheduler: str | None = None
     patterns: tuple[str, ...] = ()
+    max_pixels: int = 2_500_000_000
 
     def __post_init__(self) -> None:
         _positive("batch.workers", self.workers)
+        if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int | float):
+            raise ConfigError(f"batch.max_pixels must be a number, got {self.max_pixels!r}")
+        _positive("batch.max_pixels", self.max_pixels)
+        object.__setattr__(self, "max_pixels", int(self.max_pixels))  # TOML may give 2.5e9
 
 
 @dataclass(frozen=True)

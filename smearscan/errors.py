@@ -40,6 +40,15 @@ class CorruptImageError(InputError):
     """The file looks like a supported image but cannot be decoded (truncated, damaged, empty)."""
 
 
+class ImageTooLargeError(InputError):
+    """The file's header claims more pixels than allowed (``--max-pixels``): a possible
+    decompression bomb, refused before any pixel is decoded."""
+
+
+class OutputPathError(SmearscanError):
+    """An output name (a slide's Zarr group or preview file) would leave its output directory."""
+
+
 class ModelError(SmearscanError):
     """A segmentation model cannot be built, loaded or run (unknown name, bad weights, bad spec)."""
 

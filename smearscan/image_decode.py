@@ -14,7 +14,12 @@ Conversion rules (listed in ``notes``):
 * 1 channel: replicated to RGB; 2 (gray + alpha) and 4 (RGBA) channels:
   composited on white; more than 4: the first 3 used.
 * palette: expanded through the colormap; TIFF "min-is-white": inverted;
-  CMYK/YCbCr/other Pillow modes: converted to RGB by Pillow.
+  TIFF CMYK ("separated", 4 inks): ``R = (255 - C) * (255 - K) / 255`` etc.
+  (no ICC profile; extra samples ignored); CMYK/YCbCr/other Pillow modes of
+  JPEG/BMP: converted to RGB by Pillow.
+
+The pixel limit (``max_pixels``) is checked from the level-0 shape that
+tifffile reads from the IFDs, before any strip or tile is decoded.
 
 Pixel-size rule (:func:`plausible_pixel_size_um`): a metadata pixel size is
 kept only within :data:`PLAUSIBLE_PIXEL_SIZE_UM` (0.01 to 10 µm per pixel,
@@ -42,6 +47,7 @@ import zarr
 from dask.base import tokenize
 
 from smearscan.errors import CorruptImageError, UnsupportedFormatError
+from smearscan.input_checks import DEFAULT_MAX_PIXELS, check_pixel_limit
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +69,7 @@ _TIFF_ERRORS: tuple[type[Exception], ...] = (tifffile.TiffFileError, IndexError,
 _UM_PER_UNIT = {"inch": 25400.0, "cm": 1e4, "mm": 1e3, "um": 1.0, "µm": 1.0, "micron": 1.0,
                 "nm": 1e-3, "m": 1e6}  # fmt: skip
 _TIFF_UNITS = {2: "inch", 3: "cm", 4: "mm", 5: "um"}
-_TIFF_PHOTOMETRIC = frozenset({"MINISWHITE", "MINISBLACK", "RGB", "PALETTE", "YCBCR"})
+_TIFF_PHOTOMETRIC = frozenset({"MINISWHITE", "MINISBLACK", "RGB", "PALETTE", "YCBCR", "SEPARATED"})
 
 
 class Closable(Protocol):
@@ -134,12 +140,20 @@ def pixel_size_from_density(pixels_per_unit: float, unit: str) -> float | None:
 
 
 def conversion_notes(
-    dtype: np.dtype, channels: int, *, palette: bool = False, invert: bool = False
+    dtype: np.dtype,
+    channels: int,
+    *,
+    palette: bool = False,
+    invert: bool = False,
+    cmyk: bool = False,
 ) -> list[str]:
     """Describe what :func:`to_rgb8` does to samples of ``dtype`` with ``channels`` channels."""
     notes: list[str] = []
     if palette:
         return ["palette expanded to RGB"]
+    if cmyk:
+        channels = 3
+        notes.append("CMYK converted to RGB (no colour profile)")
     if dtype == np.uint16:
         notes.append("16-bit scaled to 8-bit")
     elif dtype.kind == "f":
@@ -183,8 +197,18 @@ def composite_on_white(
     return ((color.astype(np.uint32) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
 
 
+def cmyk_to_rgb(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """``(h, w, >=4)`` ``uint8`` CMYK (255 = full ink) to ``(h, w, 3)`` RGB, no colour profile."""
+    ink = 255 - data[..., :4].astype(np.uint32)
+    rgb = (ink[..., :3] * ink[..., 3:4] + 127) // 255
+    return np.ascontiguousarray(rgb.astype(np.uint8))
+
+
 def to_rgb8(
-    block: npt.NDArray[Any], colormap: npt.NDArray[np.uint8] | None = None, invert: bool = False
+    block: npt.NDArray[Any],
+    colormap: npt.NDArray[np.uint8] | None = None,
+    invert: bool = False,
+    cmyk: bool = False,
 ) -> npt.NDArray[np.uint8]:
     """Convert one block to 8-bit RGB.
 
@@ -192,6 +216,7 @@ def to_rgb8(
         block: ``(h, w, c)`` samples of any numeric dtype, channels last.
         colormap: ``(n, 3)`` ``uint8`` palette; when given ``block[..., 0]`` holds indices.
         invert: Invert after scaling ("min-is-white").
+        cmyk: The first 4 channels are C, M, Y, K inks (``c >= 4``).
 
     Returns:
         ``(h, w, 3)`` ``uint8`` RGB.
@@ -200,6 +225,8 @@ def to_rgb8(
         index = np.clip(block[..., 0].astype(np.intp), 0, len(colormap) - 1)
         return np.ascontiguousarray(colormap[index])
     data = scale_to_uint8(block)
+    if cmyk:
+        return cmyk_to_rgb(data)
     if invert:
         data = np.uint8(255) - data
     channels = data.shape[-1]
@@ -231,14 +258,17 @@ def dask_name(path: Path, kind: str) -> str:
     return f"slide-{kind}-{tokenize(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)}"
 
 
-def decode_tiff(path: Path) -> DecodedImage:
+def decode_tiff(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Open series 0, level 0 of a TIFF lazily (tifffile Zarr store or memory map).
 
-    Validates at open that strip/tile offsets lie inside the file and decodes
-    the bottom-right chunk, so truncated files and missing codecs fail here.
+    Refuses a level 0 of more than ``max_pixels`` pixels (None: no limit)
+    from the IFDs alone. Validates at open that strip/tile offsets lie inside
+    the file and decodes the bottom-right chunk, so truncated files and
+    missing codecs fail here.
 
     Raises:
-        UnsupportedFormatError: Unsupported photometric (CMYK, CIELab...) or axes.
+        ImageTooLargeError: Level 0 has more than ``max_pixels`` pixels.
+        UnsupportedFormatError: Unsupported photometric (CIELab...), inks or axes.
         CorruptImageError: Damaged structure, truncated or undecodable data.
     """
     try:
@@ -247,7 +277,7 @@ def decode_tiff(path: Path) -> DecodedImage:
         raise CorruptImageError(path, f"cannot read TIFF structure: {exc}") from exc
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(tif.close)
-        decoded = _tiff_decoded(path, tif)
+        decoded = _tiff_decoded(path, tif, max_pixels)
         for resource in decoded.resources[:-1]:  # the last one is tif
             cleanup.callback(resource.close)
         probe = decoded.array if decoded.region_array is None else decoded.region_array
@@ -256,7 +286,7 @@ def decode_tiff(path: Path) -> DecodedImage:
     return decoded
 
 
-def _tiff_decoded(path: Path, tif: tifffile.TiffFile) -> DecodedImage:
+def _tiff_decoded(path: Path, tif: tifffile.TiffFile, max_pixels: int | None) -> DecodedImage:
     """Build the lazy image of an open TIFF (the caller closes ``tif`` on error)."""
     try:
         series = tif.series[0]
@@ -267,6 +297,9 @@ def _tiff_decoded(path: Path, tif: tifffile.TiffFile) -> DecodedImage:
     photometric = getattr(page.photometric, "name", str(page.photometric))
     if photometric not in _TIFF_PHOTOMETRIC:
         raise UnsupportedFormatError(path, f"TIFF photometric {photometric} is not supported")
+    if "Y" in level.axes and "X" in level.axes:
+        height, width = level.shape[level.axes.index("Y")], level.shape[level.axes.index("X")]
+        check_pixel_limit(path, "tiff", int(width), int(height), max_pixels)
     _check_tiff_extent(path, level)
     raw, raw_fine, resources = _tiff_raw_array(path, series)
     array, notes = _tiff_to_rgb(path, raw, level.axes, page, photometric)
@@ -372,15 +405,33 @@ def _tiff_to_rgb(
     if photometric == "PALETTE" and page.colormap is not None:
         colormap = colormap_to_uint8(page.colormap)
     invert = photometric == "MINISWHITE"
+    cmyk = photometric == "SEPARATED"
+    if cmyk:
+        _check_cmyk(path, page, data.shape[-1])
     notes += conversion_notes(
-        data.dtype, data.shape[-1], palette=colormap is not None, invert=invert
+        data.dtype, data.shape[-1], palette=colormap is not None, invert=invert, cmyk=cmyk
     )
-    if data.dtype == np.uint8 and data.shape[-1] == 3 and colormap is None and not invert:
+    plain = colormap is None and not invert and not cmyk
+    if data.dtype == np.uint8 and data.shape[-1] == 3 and plain:
         return data, notes
     rgb = data.map_blocks(
-        to_rgb8, colormap=colormap, invert=invert, dtype=np.uint8, chunks=(*data.chunks[:2], (3,))
+        to_rgb8,
+        colormap=colormap,
+        invert=invert,
+        cmyk=cmyk,
+        dtype=np.uint8,
+        chunks=(*data.chunks[:2], (3,)),
     )
     return rgb, notes
+
+
+def _check_cmyk(path: Path, page: Any, channels: int) -> None:
+    """Raise UnsupportedFormatError unless a "separated" TIFF holds C, M, Y, K inks."""
+    inkset = page.tags.get("InkSet")
+    if (inkset is not None and int(inkset.value) != 1) or channels < 4:
+        raise UnsupportedFormatError(
+            path, f"TIFF separated into {channels} non-CMYK inks is not supported"
+        )
 
 
 def _probe_decode(path: Path, array: da.Array) -> None:

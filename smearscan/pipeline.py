@@ -12,6 +12,7 @@ the stage, so a batch can record it and go on with the other slides.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ from smearscan.stitching import (
 from smearscan.tiling import Tile, TileGrid, Window
 from smearscan.zarr_store import (
     SlideStore,
+    check_key,
     create_slide_store,
     discard_slide_store,
     slide_key,
@@ -84,6 +86,11 @@ def stage(name: str) -> Iterator[None]:
     except Exception as exc:  # failure isolation: any bug or library error fails one slide
         log.debug("stage %s failed", name, exc_info=True)
         raise ProcessingError(name, f"{type(exc).__name__}: {exc}") from exc
+
+
+def real_path(path: Path) -> str:
+    """Absolute path with links resolved; never raises (a link loop stays as it is)."""
+    return os.path.realpath(Path(path).absolute())
 
 
 def _central_window(height: int, width: int, side: int) -> Window:
@@ -320,11 +327,15 @@ def _process_into(
     key: str,
     progress: TileProgress | None,
     previews_dir: Path | None = None,
+    source: Path | None = None,
 ) -> None:
-    """Run every stage for ``result.path``, filling ``result`` as the stages go."""
+    """Run every stage for ``source`` (default ``result.path``), filling ``result`` as the
+    stages go. ``source`` is the path as found, so a broken link is reported as such."""
     start = time.perf_counter()
+    with stage("write"):
+        check_key(key)  # before anything is read: outputs must stay inside OUT.zarr/OUT_previews
     with stage("read"):
-        slide = open_slide(Path(result.path))
+        slide = open_slide(source or Path(result.path), config.batch.max_pixels)
     try:
         result.width, result.height, result.notes = slide.width, slide.height, list(slide.notes)
         for note in result.notes:
@@ -366,8 +377,10 @@ def process_slide(
         ProcessingError: Any stage failed; ``stage`` says which.
     """
     relative = relative or Path(path).name
-    result = SlideResult(slide=relative, path=str(Path(path).resolve()))
-    _process_into(result, config, zarr_path, key or slide_key(relative), progress, previews_dir)
+    result = SlideResult(slide=relative, path=real_path(path))
+    _process_into(
+        result, config, zarr_path, key or slide_key(relative), progress, previews_dir, Path(path)
+    )
     log.info(
         "%s: %dx%d px at %.4g µm/px (%s), %d tiles, %.2f s",
         relative,
@@ -404,10 +417,10 @@ def run_slide_safely(
     What was learnt before the failure (size, pixel size) stays in the result.
     """
     result = SlideResult(
-        slide=task.relative, path=str(Path(task.path).resolve()), group=task.group or task.relative
+        slide=task.relative, path=real_path(task.path), group=task.group or task.relative
     )
     try:
-        _process_into(result, config, zarr_path, task.key, progress, previews_dir)
+        _process_into(result, config, zarr_path, task.key, progress, previews_dir, task.path)
     except ProcessingError as exc:
         log.error("%s failed at %s: %s", task.relative, exc.stage, exc.message)
         result.status, result.error_stage, result.error = "failed", exc.stage, exc.message

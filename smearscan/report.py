@@ -133,12 +133,16 @@ def summary_row(result: SlideResult, base: Path) -> dict[str, Any]:
 
 
 def _write_table(ws: Worksheet, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Header plus rows; text is always text (a file named ``=cmd|...`` is no formula)."""
     ws.append(list(header))
     for cell in ws[1]:
         cell.font, cell.fill = _HEADER_FONT, _HEADER_FILL
     widths = [len(h) for h in header]
     for row in rows:
         ws.append(list(row))
+        for cell in ws[ws.max_row]:
+            if cell.data_type == "f":  # openpyxl makes any "=..." string a formula
+                cell.data_type = "s"
         for i, value in enumerate(row):
             widths[i] = max(widths[i], min(60, len(str(value)) if value is not None else 0))
     ws.freeze_panes = "B2" if ws.title in ("Summary",) else "A2"

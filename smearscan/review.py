@@ -32,6 +32,7 @@ from smearscan.resample import (
 )
 from smearscan.results import SlideResult
 from smearscan.tiling import Window
+from smearscan.zarr_store import check_key
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,12 @@ def preview_arrays(
 
 
 def preview_names(key: str) -> tuple[str, str]:
-    """Overlay and thumbnail paths of a slide, relative to ``OUT_previews/``."""
+    """Overlay and thumbnail paths of a slide, relative to ``OUT_previews/``.
+
+    Raises:
+        OutputPathError: ``key`` is not one safe name (it would leave ``OUT_previews/``).
+    """
+    check_key(key)
     return f"{key}.png", f"{THUMBNAIL_DIR}/{key}.png"
 
 

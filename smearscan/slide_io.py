@@ -13,6 +13,10 @@ the magic bytes, never the extension.
   wrapped in a Dask array; limited to Pillow's decompression-bomb limit
   (about 179 megapixels): convert larger scans to tiled TIFF.
 
+Before anything is decoded, :mod:`smearscan.input_checks` refuses what is not
+a readable regular file (FIFO, broken link, link loop, no permission) and any
+image whose header claims more than ``max_pixels`` pixels (decompression bombs).
+
 Conversions to 8-bit RGB (listed in ``Slide.notes``) and the pixel-size rule
 are documented in :mod:`smearscan.image_decode`: a metadata pixel size is kept
 only within 0.01-10 µm, so the 72/96/300 dpi of ordinary images give ``None``.
@@ -29,7 +33,7 @@ import fnmatch
 import io
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from smearscan.errors import CorruptImageError, InputError, UnsupportedFormatError
+from smearscan.errors import CorruptImageError, InputError
 from smearscan.image_decode import (
     CHUNK_PIXELS,
     DECODE_ERRORS,
@@ -52,11 +56,20 @@ from smearscan.image_decode import (
     pixel_size_from_density,
     to_rgb8,
 )
+from smearscan.input_checks import (
+    DEFAULT_MAX_PIXELS,
+    SUPPORTED_FORMATS,
+    check_pixel_limit,
+    check_readable_file,
+    extension_note,
+    raster_header_size,
+    sniff_format,
+)
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_FORMATS: tuple[str, ...] = ("jpeg", "png", "bmp", "tiff")
-"""Formats :func:`open_slide` reads (TIFF includes tiled, pyramidal, BigTIFF and OME-TIFF)."""
+__all__ = ["SUPPORTED_FORMATS", "Slide", "SlideSource", "list_inputs", "open_slide", "read_region",
+           "sniff_format"]  # fmt: skip
 
 SIDECAR_SUFFIXES: frozenset[str] = frozenset(
     {".md", ".txt", ".csv", ".tsv", ".json", ".xml", ".xyc", ".npz", ".npy", ".yaml", ".yml",
@@ -64,16 +77,6 @@ SIDECAR_SUFFIXES: frozenset[str] = frozenset(
 )  # fmt: skip
 """Companion files (annotations, notes, reports) skipped by :func:`list_inputs` without patterns."""
 
-_MAGIC: dict[bytes, str] = {
-    b"\xff\xd8\xff": "jpeg", b"\x89PNG\r\n\x1a\n": "png", b"II*\x00": "tiff",
-    b"MM\x00*": "tiff", b"II+\x00": "tiff", b"MM\x00+": "tiff",
-}  # fmt: skip
-_OTHER_IMAGES: dict[bytes, str] = {
-    b"GIF8": "GIF", b"\x00\x00\x00\x0cjP  ": "JPEG 2000", b"\xffO\xffQ": "JPEG 2000",
-    b"ZISRAWFILE": "Zeiss CZI", b"\x89HDF": "HDF5", b"%PDF": "PDF document",
-    b"PK\x03\x04": "ZIP archive",
-}  # fmt: skip
-_BMP_DIB_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 _PILLOW_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I", "F"})
 _PAD_MODES = ("reflect", "symmetric", "edge", "constant")
 
@@ -132,77 +135,43 @@ class Slide:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __reduce__(self) -> tuple[Any, tuple[Path]]:
-        """Pickle as "open this path again" (open file handles cannot travel)."""
-        return (open_slide, (self.path,))
-
-
-# ----------------------------------------------------------------------------- detection
-
-
-def sniff_format(path: Path) -> str:
-    """Return the format (one of :data:`SUPPORTED_FORMATS`) from the file's first bytes.
-
-    Raises:
-        CorruptImageError: The file is empty.
-        UnsupportedFormatError: Another image format, or not an image at all.
-    """
-    with path.open("rb") as fh:
-        head = fh.read(512)
-    if not head:
-        raise CorruptImageError(path, "empty file (0 bytes)")
-    for magic, name in _MAGIC.items():
-        if head.startswith(magic):
-            return name
-    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES:
-        return "bmp"
-    supported = ", ".join(SUPPORTED_FORMATS)
-    for magic, name in _OTHER_IMAGES.items():
-        if head.startswith(magic):
-            raise UnsupportedFormatError(path, f"{name} is not supported; supported: {supported}")
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        raise UnsupportedFormatError(path, f"WebP is not supported; supported: {supported}")
-    if _looks_like_text(head):
-        kind = "looks like a text file"
-    else:
-        kind = f"unrecognised content (starts with {head[:8].hex(' ')})"
-    raise UnsupportedFormatError(path, f"not an image: {kind}; supported: {supported}")
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start >= len(head) - 3  # a multi-byte character cut at the end
-    return True
+    def __reduce__(self) -> tuple[Any, tuple[Path, None]]:
+        """Pickle as "open this path again" (open file handles cannot travel); the file
+        passed the pixel limit when first opened, so it is not checked again."""
+        return (open_slide, (self.path, None))
 
 
 # ----------------------------------------------------------------------------- opening
 
 
-def open_slide(path: Path) -> Slide:
+def open_slide(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Slide:
     """Open an image file lazily as a :class:`Slide`.
 
     Args:
         path: Image file (JPEG, PNG, BMP or TIFF, whatever its extension).
+        max_pixels: Largest width x height (level 0) accepted, checked from the
+            header before decoding; None: no limit.
 
     Returns:
         The opened slide; close it (or use ``with``) when done.
 
     Raises:
-        InputError: The path does not exist or is a directory.
+        InputError: The path does not exist, is a directory, a FIFO, a broken
+            link or a link loop, or cannot be read.
+        ImageTooLargeError: The header claims more than ``max_pixels`` pixels.
         UnsupportedFormatError: Not an image, or a format not in :data:`SUPPORTED_FORMATS`.
         CorruptImageError: Empty, truncated or undecodable file.
     """
     path = Path(path).absolute()
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a directory; expected an image file")
+    check_readable_file(path)
     fmt = sniff_format(path)
-    decoded = decode_tiff(path) if fmt == "tiff" else decode_raster(path, fmt)
+    if fmt == "tiff":
+        decoded = decode_tiff(path, max_pixels)
+    else:
+        decoded = decode_raster(path, fmt, max_pixels)
+    note = extension_note(path, fmt)
+    if note is not None:
+        decoded.notes.insert(0, note)
     height, width = int(decoded.array.shape[0]), int(decoded.array.shape[1])
     slide = Slide(path, decoded.array, width, height, fmt, decoded.pixel_size_um,
                   decoded.notes, decoded.levels, decoded.resources,
@@ -219,20 +188,26 @@ def open_slide(path: Path) -> Slide:
 # ----------------------------------------------------------------------------- JPEG, PNG, BMP
 
 
-def decode_raster(path: Path, fmt: str) -> DecodedImage:
+def decode_raster(
+    path: Path, fmt: str, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> DecodedImage:
     """Validate and decode a whole JPEG, PNG or BMP file.
 
-    Truncation is detected by Pillow (``load()`` for JPEG/BMP, ``verify()``
-    which checks every chunk CRC and the end marker for PNG). PNG pixels are
-    then decoded by OpenCV to keep 16-bit samples (BGR reordered to RGB).
+    The header size is checked against ``max_pixels`` first. Truncation is
+    detected by Pillow (``load()`` for JPEG/BMP, ``verify()`` which checks
+    every chunk CRC and the end marker for PNG). PNG pixels are then decoded
+    by OpenCV to keep 16-bit samples (BGR reordered to RGB).
 
     Args:
         path: The file; fmt: ``jpeg``, ``png`` or ``bmp`` (from the magic bytes).
+        max_pixels: Largest width x height accepted (None: no limit).
 
     Raises:
+        ImageTooLargeError: The header claims more than ``max_pixels`` pixels.
         InputError: Larger than Pillow's decompression-bomb limit.
         CorruptImageError: Truncated or undecodable.
     """
+    check_pixel_limit(path, fmt, *raster_header_size(path, fmt), max_pixels)
     data = path.read_bytes()
     label = fmt.upper()
     try:
@@ -246,7 +221,10 @@ def decode_raster(path: Path, fmt: str) -> DecodedImage:
                 image.load()  # raises on truncation unless ImageFile.LOAD_TRUNCATED_IMAGES
                 pixels, notes = _pillow_pixels(image)
     except Image.DecompressionBombError as exc:
-        reason = f"{label} too large to decode whole ({exc}); convert it to a tiled TIFF"
+        reason = (
+            f"{label} too large to decode whole in memory ({exc}); convert it to a tiled TIFF, "
+            "which is read tile by tile"
+        )
         raise InputError(path, reason) from exc
     except DECODE_ERRORS as exc:
         raise CorruptImageError(path, f"cannot decode {label}: {exc}") from exc
@@ -279,7 +257,10 @@ def _pillow_pixels(image: Image.Image) -> tuple[npt.NDArray[Any], list[str]]:
 
 def _decode_png(path: Path, data: bytes, mode: str) -> tuple[npt.NDArray[Any], list[str]]:
     """Decode a verified PNG with OpenCV (keeps 16-bit samples), channels in RGB order."""
-    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV's own limits (CV_IO_MAX_IMAGE_PIXELS) or bad data
+        raise CorruptImageError(path, f"cannot decode PNG: OpenCV: {exc.msg}") from exc
     if pixels is None:
         raise CorruptImageError(path, "cannot decode PNG: OpenCV could not read the pixel data")
     if pixels.ndim == 2:
@@ -385,19 +366,34 @@ def _matches(relative: str, patterns: Sequence[str]) -> bool:
     return False
 
 
+def _entry_is(test: Callable[[], bool]) -> bool:
+    """``DirEntry.is_dir``/``is_file`` that answers False on a symbolic link loop (ELOOP)."""
+    try:
+        return test()
+    except OSError:
+        return False
+
+
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:
     """Regular files under ``root`` as (path, POSIX relative path), in no particular order.
 
     Skips names starting with '.' and ``*.zarr`` directories. Directory symlinks
     are followed after every real directory, and only into directories not yet
-    visited, so loops end and linked-in subtrees keep their real paths.
+    visited, so loops end and linked-in subtrees keep their real paths. Entries
+    that are neither files nor directories (broken links, link loops, FIFOs)
+    are yielded too, so that opening them gives an ``Errors`` row; they are
+    never read.
     """
     visited: set[tuple[int, int]] = set()
     stack: list[tuple[Path, str]] = [(root, "")]
     links: list[tuple[Path, str]] = []
     while stack or links:
         directory, prefix = stack.pop() if stack else links.pop()
-        stat = directory.stat()
+        try:
+            stat = directory.stat()
+        except OSError as exc:
+            logger.warning("cannot look at %s: %s", directory, exc)
+            continue
         if (stat.st_dev, stat.st_ino) in visited:
             logger.debug("skipping %s: directory already visited (symlink loop?)", directory)
             continue
@@ -411,16 +407,16 @@ def _walk(root: Path) -> Iterator[tuple[Path, str]]:
             if entry.name.startswith("."):
                 continue
             relative = f"{prefix}{entry.name}"
-            if entry.is_dir():
+            if _entry_is(entry.is_dir):
                 if entry.name.lower().endswith(".zarr"):
                     logger.debug("skipping Zarr store %s", entry.path)
                 else:
                     todo = links if entry.is_symlink() else stack
                     todo.append((Path(entry.path), f"{relative}/"))
-            elif entry.is_file():
-                yield Path(entry.path), relative
             else:
-                logger.debug("skipping %s: not a regular file (broken link?)", entry.path)
+                if not _entry_is(entry.is_file):
+                    logger.debug("%s: not a regular file (broken link, FIFO?)", entry.path)
+                yield Path(entry.path), relative
 
 
 def list_inputs(inputs: Sequence[Path], patterns: Sequence[str] = ()) -> list[SlideSource]:
@@ -462,7 +458,7 @@ def list_inputs(inputs: Sequence[Path], patterns: Sequence[str] = ()) -> list[Sl
             if not patterns and path.suffix.lower() in SIDECAR_SUFFIXES:
                 logger.debug("skipping companion file %s", path)
                 continue
-            resolved = path.resolve()
+            resolved = Path(os.path.realpath(path))  # never raises on a link loop
             if resolved in seen:
                 logger.debug("skipping %s: same file already listed", path)
                 continue

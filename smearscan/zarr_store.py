@@ -29,6 +29,7 @@ import zarr
 from ome_zarr.format import FormatV05
 from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
 
+from smearscan.errors import OutputPathError
 from smearscan.models.base import SEMANTIC_CLASSES
 
 #: Display colours (RGBA) of the semantic classes in ``labels/classes``.
@@ -71,10 +72,46 @@ def unique_keys(relatives: Iterable[str]) -> list[str]:
     return keys
 
 
+def check_key(key: str) -> str:
+    """Return ``key`` if it is one safe path component (what :func:`slide_key` makes).
+
+    Output names (a Zarr group, a preview PNG) are derived from it, so it must
+    not contain a separator, start with a dot (``.``, ``..``, hidden) or hold
+    characters outside ``[A-Za-z0-9._-]``.
+
+    Raises:
+        OutputPathError: Anything else, e.g. ``"../x"`` or ``"/etc"``.
+    """
+    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", key):
+        raise OutputPathError(
+            f"slide key {key!r} is not a single safe name; it would leave the output directory"
+        )
+    return key
+
+
+def slide_group_path(zarr_path: Path, key: str) -> Path:
+    """Filesystem path of a slide's group, guaranteed to lie inside ``zarr_path``.
+
+    Raises:
+        OutputPathError: ``key`` is unsafe, or the group is a link leading elsewhere.
+    """
+    root = Path(zarr_path)
+    target = root / check_key(key)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise OutputPathError(f"{target} leads outside {root}; refusing to write there")
+    return target
+
+
 def discard_slide_store(zarr_path: Path, key: str) -> None:
-    """Remove a slide's group (after a failure), so no partial masks remain."""
-    target = Path(zarr_path) / key
-    if target.is_dir():
+    """Remove a slide's group (after a failure), so no partial masks remain.
+
+    Never removes anything outside ``zarr_path``: an unsafe key removes nothing.
+    """
+    try:
+        target = slide_group_path(zarr_path, key)
+    except OutputPathError:
+        return
+    if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
 
 
@@ -206,8 +243,8 @@ def create_slide_store(
         write_probabilities: Create the probability array.
         attrs: JSON-serialisable provenance stored as ``attrs["smearscan"]``.
     """
+    target = slide_group_path(zarr_path, key)
     root = zarr.open_group(zarr_path, mode="a", zarr_format=3)
-    target = Path(zarr_path) / key
     if key in root:
         shutil.rmtree(target)  # a re-run replaces the slide's previous masks
     group = root.create_group(key)
