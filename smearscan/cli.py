@@ -16,11 +16,11 @@ from typing import Annotated, Any
 
 import typer
 
-from smearscan import __version__, cli_models
-from smearscan.console import fail_usage
+from smearscan import __version__, cli_models, cli_ops
+from smearscan.console import LogFormat, LogFormatOption, fail_usage
 from smearscan.errors import SmearscanError
 
-EXIT_OK, EXIT_SLIDES_FAILED, EXIT_NOTHING_TO_DO = 0, 1, 4
+EXIT_OK, EXIT_SLIDES_FAILED, EXIT_LOCKED, EXIT_NOTHING_TO_DO = 0, 1, 3, 4
 
 app = typer.Typer(
     name="smearscan",
@@ -153,6 +153,16 @@ def process(
             "on instead of this machine."
         ),
     ] = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pixels",
+            min=1,
+            help="Refuse images whose header claims more pixels (width x height) than this, "
+            "before decoding them (decompression bombs); such a slide fails at the read "
+            "stage. Default: 2500000000 (about 50000 x 50000).",
+        ),
+    ] = None,
     probabilities: Annotated[
         bool | None,
         typer.Option(
@@ -188,6 +198,16 @@ def process(
             "Default: 100.",
         ),
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            help="Seconds to wait when another run holds OUT.lock (writes the same "
+            "output); without it such a run exits at once with code 3.",
+        ),
+    ] = 0.0,
+    log_format: LogFormatOption = LogFormat.TEXT,
     quiet: Annotated[
         bool,
         typer.Option(
@@ -204,42 +224,57 @@ def process(
     Writes OUT.xlsx, OUT_cells.parquet, OUT.zarr, OUT_previews/ and OUT.log.
 
     Exit codes: 0 all slides ok, 1 some slides failed, 2 usage or configuration
-    error, 4 no slide found.
+    error, 3 another run holds OUT.lock (see --wait), 4 no slide found.
     """
     from smearscan.config import load_config
     from smearscan.console import BatchProgress, is_interactive, setup_logging
     from smearscan.results import OutputPaths
+    from smearscan.runlock import LockedError, RunLock, lock_path_for
 
     if out.suffix.lower() != ".xlsx":
         fail_usage(f"--out must end in .xlsx, got {out}")
-    rich = is_interactive() and not quiet
-    console = setup_logging(
-        OutputPaths.for_report(out).log, quiet=quiet, verbose=verbose, rich=rich
-    )
+    lock = RunLock(lock_path_for(out), wait_s=wait)
+    try:  # before the log is opened: a run that is locked out writes nothing
+        lock.acquire()
+    except LockedError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_LOCKED) from None
     try:
-        config = load_config(config_file).with_overrides(
-            model=model,
-            **_overrides(
-                scale__pixel_size_um=pixel_size,
-                classify__classifier=classifier,
-                batch__patterns=glob,
-                tiling__tile_size_px=tile_size,
-                tiling__overlap_px=overlap,
-                tiling__halo_px=halo,
-                inference__batch_size=batch_size,
-                inference__device=device,
-                inference__amp=amp,
-                batch__workers=workers,
-                batch__scheduler=scheduler,
-                output__write_probabilities=probabilities,
-                output__write_previews=previews,
-                review__group_by=group_by,
-                review__min_wbc_count=min_wbc_count,
-            ),
+        rich = is_interactive() and not quiet and log_format is LogFormat.TEXT
+        console = setup_logging(
+            OutputPaths.for_report(out).log,
+            quiet=quiet,
+            verbose=verbose,
+            rich=rich,
+            log_format=log_format,
         )
-        code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
-    except SmearscanError as exc:  # configuration, inputs that do not exist...
-        fail_usage(str(exc))
+        try:
+            config = load_config(config_file).with_overrides(
+                model=model,
+                **_overrides(
+                    scale__pixel_size_um=pixel_size,
+                    classify__classifier=classifier,
+                    batch__patterns=glob,
+                    tiling__tile_size_px=tile_size,
+                    tiling__overlap_px=overlap,
+                    tiling__halo_px=halo,
+                    inference__batch_size=batch_size,
+                    inference__device=device,
+                    inference__amp=amp,
+                    batch__workers=workers,
+                    batch__scheduler=scheduler,
+                    batch__max_pixels=max_pixels,
+                    output__write_probabilities=probabilities,
+                    output__write_previews=previews,
+                    review__group_by=group_by,
+                    review__min_wbc_count=min_wbc_count,
+                ),
+            )
+            code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
+        except SmearscanError as exc:  # configuration, inputs that do not exist...
+            fail_usage(str(exc))
+    finally:
+        lock.release()
     raise typer.Exit(code)
 
 
@@ -308,6 +343,7 @@ def synth(
 
 
 cli_models.register(app)
+cli_ops.register(app)
 
 
 def main() -> None:

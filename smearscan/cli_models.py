@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from smearscan.console import fail_usage
+from smearscan.console import LogFormat, LogFormatOption, fail_usage
 from smearscan.errors import ConfigError, SmearscanError
 
 log = logging.getLogger("smearscan.cli")
@@ -146,6 +146,7 @@ def train(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Use at most N images per dataset.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Train a segmentation model (masks, boxes or points) or, with --task classify,
     the cell classifier (labelled cells).
@@ -162,7 +163,7 @@ def train(
     from smearscan.train_data import DataSource, load_samples
     from smearscan.training import train as run_training
 
-    setup_logging(out / "train.log", quiet=quiet, verbose=False, rich=False)
+    setup_logging(out / "train.log", quiet=quiet, verbose=False, rich=False, log_format=log_format)
     if task == "classify":
         _train_classifier(
             data,
@@ -316,6 +317,7 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     limit: Annotated[int | None, typer.Option(help="Score at most N images per dataset.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Score a model, or an earlier run, against annotated images.
 
@@ -330,7 +332,7 @@ def evaluate(
     from smearscan.scoring import write_scores
     from smearscan.train_data import DataSource
 
-    setup_logging(None, quiet=quiet, verbose=False, rich=False)
+    setup_logging(None, quiet=quiet, verbose=False, rich=False, log_format=log_format)
     work = out.with_name(f"{out.stem}_runs")
     try:
         config = ProcessConfig().with_overrides(inference={"device": device})

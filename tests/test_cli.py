@@ -32,6 +32,7 @@ PROCESS_OPTIONS = [
     "--probabilities",
     "--group-by",
     "--min-wbc-count",
+    "--log-format",
     "--quiet",
     "--verbose",
 ]
