@@ -9,6 +9,8 @@
 #   SLIDES_DIR     folder of slides to read    (default: /data/slides)
 #   REPORTS_DIR    where dated reports go      (default: /data/reports)
 #   SMEARSCAN_CONFIG  optional --config TOML file (see smearscan.toml.example)
+#   LEDGER         run ledger shared across nights (default: $REPORTS_DIR/ledger.sqlite;
+#                  empty: none): slides done on an earlier night are not run again
 #
 # Any arguments are passed on to `smearscan process` (e.g. --quiet,
 # --scheduler tcp://dask-head:8786). The report of day D is
@@ -18,13 +20,14 @@
 #
 # Exit codes are smearscan's: 0 all ok, 1 some slides failed, 2 usage or
 # configuration error (also: this script could not create the report folder),
-# 4 no slide found (see README "Nightly use").
+# 3 another run holds the output's lock, 4 no slide found (see README "Nightly use").
 set -euo pipefail
 
 SMEARSCAN="${SMEARSCAN:-smearscan}"
 SLIDES_DIR="${SLIDES_DIR:-/data/slides}"
 REPORTS_DIR="${REPORTS_DIR:-/data/reports}"
 SMEARSCAN_CONFIG="${SMEARSCAN_CONFIG:-}"
+LEDGER="${LEDGER-${REPORTS_DIR}/ledger.sqlite}"
 
 day="$(date +%Y-%m-%d)"
 out_dir="${REPORTS_DIR}/${day}"
@@ -36,6 +39,9 @@ fi
 args=(process "${SLIDES_DIR}" --out "${out_dir}/smearscan-${day}.xlsx" --log-format json)
 if [[ -n "${SMEARSCAN_CONFIG}" ]]; then
     args+=(--config "${SMEARSCAN_CONFIG}")
+fi
+if [[ -n "${LEDGER}" ]]; then
+    args+=(--ledger "${LEDGER}")
 fi
 
 # exec: the exit code (and signals from systemd/cron) are smearscan's own.

@@ -198,6 +198,21 @@ def process(
             "Default: 100.",
         ),
     ] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            help="SQLite run ledger (shared across nights): slides done before with the "
+            "same content, models and settings are not run again, their stored results go "
+            "into the report. Default: none, every slide runs.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --ledger: run every slide again.")
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="With --ledger: run slides that failed before."),
+    ] = False,
     wait: Annotated[
         float,
         typer.Option(
@@ -263,6 +278,9 @@ def process(
                     inference__amp=amp,
                     batch__workers=workers,
                     batch__scheduler=scheduler,
+                    batch__ledger=str(ledger) if ledger else None,
+                    batch__force=force or None,
+                    batch__retry_failed=retry_failed or None,
                     batch__max_pixels=max_pixels,
                     output__write_probabilities=probabilities,
                     output__write_previews=previews,

@@ -275,12 +275,20 @@ class BatchConfig:
         max_pixels: Largest image (width x height pixels of level 0, read from
             the header before decoding) a slide may claim; larger ones fail at
             the ``read`` stage (decompression bombs). Default about 50000 x 50000.
+        ledger: SQLite run ledger (:mod:`smearscan.batch_ledger`): slides done
+            before with the same content, models and settings are not run again;
+            None: every slide runs.
+        force: With a ledger, run every slide again.
+        retry_failed: With a ledger, run slides that failed before again.
     """
 
     workers: int = 1
     scheduler: str | None = None
     patterns: tuple[str, ...] = ()
     max_pixels: int = 2_500_000_000
+    ledger: str | None = None
+    force: bool = False
+    retry_failed: bool = False
 
     def __post_init__(self) -> None:
         _positive("batch.workers", self.workers)

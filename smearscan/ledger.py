@@ -418,6 +418,14 @@ class Ledger:
         """Record slide row ``slide_id`` ``skipped`` (not processed, so not done)."""
         self._finish(slide_id, "skipped", error=reason, seconds=0.0)
 
+    def find(
+        self, identity: FileIdentity, model_sha: str, classifier_sha: str, params_hash: str
+    ) -> LedgerRow | None:
+        """The row of this slide content, models and parameters, or None."""
+        key = (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
+        rows = self._query(f"SELECT * FROM slides WHERE {_KEY}", key)
+        return _row(rows[0]) if rows else None
+
     def interrupted_slides(self) -> list[LedgerRow]:
         """Rows left ``running`` by a run no longer alive (killed): not done, processed again."""
         rows = self._query(

@@ -27,6 +27,7 @@ import torch
 import zarr
 
 from smearscan import __version__
+from smearscan.batch_ledger import BatchLedger, run_with_ledger
 from smearscan.cells import run_cell_stage
 from smearscan.classify import CellClassifier, load_classifier
 from smearscan.config import ProcessConfig, ScaleConfig
@@ -481,12 +482,23 @@ def process_batch(
         progress=None if distributed else progress,
         previews_dir=previews,
     )
-    results = run_tasks(
-        fn,
+    batch_ledger = (
+        BatchLedger(
+            Path(config.batch.ledger),
+            config,
+            force=config.batch.force,
+            retry_failed=config.batch.retry_failed,
+        )
+        if config.batch.ledger
+        else None
+    )
+    results, processed = run_with_ledger(
+        batch_ledger,
         tasks,
-        workers=config.batch.workers,
-        scheduler=config.batch.scheduler,
-        on_result=on_result,
+        lambda todo, done: run_tasks(
+            fn, todo, workers=config.batch.workers, scheduler=config.batch.scheduler, on_result=done
+        ),
+        on_result,
     )
     group_results = summarise_groups(results, config.review)
     info = run_info(config, inputs, outputs, started, datetime.now(UTC).astimezone(), results)
@@ -496,4 +508,4 @@ def process_batch(
             write_review_page(results, previews)
         except OSError as exc:  # the report and masks are written; the page is a convenience
             log.error("review page not written in %s: %s", previews, exc)
-    return BatchResult(results=results, outputs=outputs, run_info=info, groups=group_results)
+    return BatchResult(results, outputs, info, group_results, processed=processed)

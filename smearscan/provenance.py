@@ -42,14 +42,16 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _model_sha256(name: str) -> str:
+def model_sha256_or_note(name: str) -> str:
+    """sha256 of a segmentation model's weights, or a note saying why there is none."""
     try:
         return model_sha256(name)
     except SmearscanError as exc:  # the slides already say why the model failed
         return f"unverified: {exc}"
 
 
-def _classifier_sha256(name: str) -> str:
+def classifier_sha256(name: str) -> str:
+    """sha256 of a classifier file, or a note (rules; unverified and why)."""
     from smearscan.checkpoint import verify_checkpoint
     from smearscan.classify import classifier_path
 
@@ -82,9 +84,9 @@ def run_info(
         "slides_ok": sum(r.status == "ok" for r in results),
         "slides_failed": sum(r.status == "failed" for r in results),
         "model": config.model,
-        "model_sha256": _model_sha256(config.model),
+        "model_sha256": model_sha256_or_note(config.model),
         "classifier": config.classify.classifier,
-        "classifier_sha256": _classifier_sha256(config.classify.classifier),
+        "classifier_sha256": classifier_sha256(config.classify.classifier),
         "device": str(choose_device(config.inference.device)),
     }
     info.update({f"version.{k}": v for k, v in _versions().items()})

@@ -146,12 +146,14 @@ class BatchResult:
         outputs: Where everything was written.
         run_info: What the Run sheet records.
         groups: One differential per patient/slide group, in first-field order.
+        processed: Slides run by this batch (with a ledger, the others were done before).
     """
 
     results: list[SlideResult]
     outputs: OutputPaths
     run_info: dict[str, Any] = field(default_factory=dict)
     groups: list[GroupResult] = field(default_factory=list)
+    processed: int = 0
 
     @property
     def failed(self) -> list[SlideResult]:

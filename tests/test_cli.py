@@ -33,6 +33,12 @@ PROCESS_OPTIONS = [
     "--group-by",
     "--min-wbc-count",
     "--log-format",
+    "--classifier",
+    "--max-pixels",
+    "--ledger",
+    "--force",
+    "--retry-failed",
+    "--wait",
     "--quiet",
     "--verbose",
 ]

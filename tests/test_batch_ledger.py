@@ -1,0 +1,88 @@
+"""``process --ledger``: a re-run processes only what is new, and reports everything.
+
+Real runs of ``process_batch`` (classical segmenter, rules, small synthetic
+fields) against one SQLite ledger: the first run processes every slide; a
+re-run over the unchanged folder processes none and writes the same cells from
+the stored results; one added slide is the only one processed; a changed
+setting, ``--force`` and ``--retry-failed`` bring slides back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from smearscan.config import ProcessConfig
+from smearscan.ledger import Ledger
+from smearscan.pipeline import process_batch
+from smearscan.synth import generate_field, write_field
+
+
+def _config(ledger: Path, **batch: object) -> ProcessConfig:
+    config = ProcessConfig(model="classical").with_overrides(
+        classify={"classifier": "rules"},
+        scale={"pixel_size_um": 0.1},
+        batch={"ledger": str(ledger), **batch},
+    )
+    return dataclasses.replace(
+        config, output=dataclasses.replace(config.output, write_previews=False)
+    )
+
+
+def _cells(report: Path) -> pd.DataFrame:
+    cells = pd.read_excel(report, sheet_name="Cells")
+    return cells.sort_values(["slide", "cell_id"]).reset_index(drop=True)
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    slides = tmp_path / "slides"
+    for seed in (1, 2):
+        write_field(generate_field(seed, 600, 500), slides / f"field{seed}.png")
+    (slides / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    for extra in slides.glob("*_truth.*"):
+        extra.unlink()
+    return slides
+
+
+def test_rerun_processes_only_what_is_new(folder: Path, tmp_path: Path):
+    ledger = tmp_path / "ledger.sqlite"
+    first = process_batch([folder], tmp_path / "n1" / "r.xlsx", _config(ledger))
+    assert first.processed == 3 and len(first.failed) == 1
+
+    second = process_batch([folder], tmp_path / "n2" / "r.xlsx", _config(ledger))
+    assert second.processed == 0
+    assert [r.status for r in second.results] == ["skipped", "ok", "ok"]
+    assert "not run again (failed" in second.results[0].error
+    pd.testing.assert_frame_equal(
+        _cells(tmp_path / "n1" / "r.xlsx"), _cells(tmp_path / "n2" / "r.xlsx")
+    )
+
+    write_field(generate_field(3, 600, 500), folder / "field3.png")
+    third = process_batch([folder], tmp_path / "n3" / "r.xlsx", _config(ledger))
+    assert third.processed == 1
+    assert {r.slide: r.status for r in third.results}["field3.png"] == "ok"
+
+    retry = process_batch([folder], tmp_path / "n4" / "r.xlsx", _config(ledger, retry_failed=True))
+    assert retry.processed == 1 and retry.failed[0].slide == "broken.png"
+
+    forced = process_batch([folder], tmp_path / "n5" / "r.xlsx", _config(ledger, force=True))
+    assert forced.processed == 4
+
+    with Ledger.open(ledger) as book:
+        runs = book.summary(last_runs=10)["runs"]
+    assert len(runs) == 5 and all(r["status"] == "finished" for r in runs)
+
+
+def test_changed_content_or_settings_run_again(folder: Path, tmp_path: Path):
+    ledger = tmp_path / "ledger.sqlite"
+    process_batch([folder], tmp_path / "a" / "r.xlsx", _config(ledger))
+    shutil.copy(folder / "field2.png", folder / "field1.png")  # new content, same name
+    again = process_batch([folder], tmp_path / "b" / "r.xlsx", _config(ledger))
+    assert again.processed == 1
+    changed = _config(ledger).with_overrides(cells={"min_cell_area_um2": 25.0})
+    assert process_batch([folder], tmp_path / "c" / "r.xlsx", changed).processed == 3
