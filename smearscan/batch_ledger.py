@@ -142,6 +142,9 @@ class BatchLedger:
         slide_id = self._ids.get(key)
         if slide_id is None:
             return
+        if result.status == "skipped":  # not started (the batch was stopped): redo next time
+            self.ledger.mark_skipped(slide_id, result.error)
+            return
         if result.status == "ok":
             self.results_dir.mkdir(parents=True, exist_ok=True)
             text = json.dumps(dataclasses.asdict(result), default=_plain)
@@ -164,6 +167,16 @@ class BatchLedger:
         """Finish the run record and close the ledger."""
         self.ledger.finish_run(self.run_id, "interrupted" if interrupted else "finished")
         self.ledger.close()
+
+
+def open_batch_ledger(config: ProcessConfig) -> BatchLedger | None:
+    """The batch's ledger when ``config.batch.ledger`` names one, else None."""
+    batch = config.batch
+    if not batch.ledger:
+        return None
+    return BatchLedger(
+        Path(batch.ledger), config, force=batch.force, retry_failed=batch.retry_failed
+    )
 
 
 def run_with_ledger(

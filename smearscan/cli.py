@@ -239,7 +239,9 @@ def process(
     Writes OUT.xlsx, OUT_cells.parquet, OUT.zarr, OUT_previews/ and OUT.log.
 
     Exit codes: 0 all slides ok, 1 some slides failed, 2 usage or configuration
-    error, 3 another run holds OUT.lock (see --wait), 4 no slide found.
+    error, 3 another run holds OUT.lock (see --wait), 4 no slide found. SIGINT or
+    SIGTERM stops after the slides in progress (report written, exit 1); a second
+    one aborts at once.
     """
     from smearscan.config import load_config
     from smearscan.console import BatchProgress, is_interactive, setup_logging
@@ -315,6 +317,15 @@ def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> i
             batch.outputs.report,
         )
         return EXIT_NOTHING_TO_DO
+    if batch.stopped:
+        not_run = sum(r.status == "skipped" and "stopped" in r.error for r in batch.results)
+        log.warning(
+            "stopped by %s: %d slide(s) not run; report %s written with the others",
+            batch.stopped,
+            not_run,
+            batch.outputs.report,
+        )
+        return EXIT_SLIDES_FAILED
     failed = batch.failed
     log.info(
         "done: %d ok, %d failed; report %s, masks %s",

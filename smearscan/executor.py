@@ -52,7 +52,11 @@ def _run_local(
 
 
 def _run_distributed(
-    fn: Callable[[T], R], tasks: Sequence[T], address: str, on_result: Callable[[R], None]
+    fn: Callable[[T], R],
+    tasks: Sequence[T],
+    address: str,
+    on_result: Callable[[R], None],
+    stop: Any = None,
 ) -> list[R]:
     from distributed import Client, as_completed
 
@@ -71,6 +75,13 @@ def _run_distributed(
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
         for future in as_completed(futures):
+            if stop is not None and stop.requested:  # let running slides finish, drop the rest
+                pending = [f for f in futures if f.status == "pending"]
+                client.cancel(pending)
+                for f in pending:
+                    results[index[f.key]] = stop.skipped(tasks[index[f.key]])
+            if future.cancelled():
+                continue
             result = future.result()
             results[index[future.key]] = result
             on_result(result)
@@ -84,6 +95,7 @@ def run_tasks(
     workers: int = 1,
     scheduler: str | None = None,
     on_result: Callable[[R], None] | None = None,
+    stop: Any = None,
 ) -> list[R]:
     """Apply ``fn`` to every task concurrently; results come back in task order.
 
@@ -93,6 +105,9 @@ def run_tasks(
         workers: Concurrent slides on the local scheduler.
         scheduler: ``tcp://host:port`` of a dask.distributed scheduler, or None.
         on_result: Called in this process with each result as it arrives.
+        stop: A :class:`~smearscan.stopping.StopRequest`: on a cluster, slides not
+            started when it is set are cancelled and come back skipped (locally
+            ``fn`` itself checks it).
 
     Raises:
         ConfigError: The scheduler cannot be reached.
@@ -101,5 +116,5 @@ def run_tasks(
     if not tasks:
         return []
     if scheduler:
-        return _run_distributed(fn, tasks, scheduler, callback)
+        return _run_distributed(fn, tasks, scheduler, callback, stop)
     return _run_local(fn, tasks, workers, callback)

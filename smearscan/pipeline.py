@@ -27,7 +27,7 @@ import torch
 import zarr
 
 from smearscan import __version__
-from smearscan.batch_ledger import BatchLedger, run_with_ledger
+from smearscan.batch_ledger import open_batch_ledger, run_with_ledger
 from smearscan.cells import run_cell_stage
 from smearscan.classify import CellClassifier, load_classifier
 from smearscan.config import ProcessConfig, ScaleConfig
@@ -54,6 +54,7 @@ from smearscan.stitching import (
     argmax_classes,
     quantize_probabilities,
 )
+from smearscan.stopping import StopRequest, unless_stopped
 from smearscan.tiling import Tile, TileGrid, Window
 from smearscan.zarr_store import (
     SlideStore,
@@ -482,24 +483,22 @@ def process_batch(
         progress=None if distributed else progress,
         previews_dir=previews,
     )
-    batch_ledger = (
-        BatchLedger(
-            Path(config.batch.ledger),
-            config,
-            force=config.batch.force,
-            retry_failed=config.batch.retry_failed,
+    stop = StopRequest()  # SIGINT/SIGTERM: the slides in progress finish, the rest are skipped
+    each = fn if distributed else partial(unless_stopped, fn, stop)
+    with stop.installed():
+        results, processed = run_with_ledger(
+            open_batch_ledger(config),
+            tasks,
+            lambda todo, done: run_tasks(
+                each,
+                todo,
+                workers=config.batch.workers,
+                scheduler=config.batch.scheduler,
+                on_result=done,
+                stop=stop,
+            ),
+            on_result,
         )
-        if config.batch.ledger
-        else None
-    )
-    results, processed = run_with_ledger(
-        batch_ledger,
-        tasks,
-        lambda todo, done: run_tasks(
-            fn, todo, workers=config.batch.workers, scheduler=config.batch.scheduler, on_result=done
-        ),
-        on_result,
-    )
     group_results = summarise_groups(results, config.review)
     info = run_info(config, inputs, outputs, started, datetime.now(UTC).astimezone(), results)
     write_report(outputs.report, results, info, group_results)
@@ -508,4 +507,4 @@ def process_batch(
             write_review_page(results, previews)
         except OSError as exc:  # the report and masks are written; the page is a convenience
             log.error("review page not written in %s: %s", previews, exc)
-    return BatchResult(results, outputs, info, group_results, processed=processed)
+    return BatchResult(results, outputs, info, group_results, processed, stop.signal_name)

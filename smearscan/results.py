@@ -147,6 +147,7 @@ class BatchResult:
         run_info: What the Run sheet records.
         groups: One differential per patient/slide group, in first-field order.
         processed: Slides run by this batch (with a ledger, the others were done before).
+        stopped: The signal that stopped the batch early (SIGINT, SIGTERM), else "".
     """
 
     results: list[SlideResult]
@@ -154,6 +155,7 @@ class BatchResult:
     run_info: dict[str, Any] = field(default_factory=dict)
     groups: list[GroupResult] = field(default_factory=list)
     processed: int = 0
+    stopped: str = ""
 
     @property
     def failed(self) -> list[SlideResult]:
