@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from smearscan.blast import blast_probability, morphology_score
 from smearscan.cell_types import FIVE_PART, report_type
 from smearscan.classifier_data import CellSet, harvest, list_labelled
 from smearscan.classifier_training import confusion
-from smearscan.classify import CellClassifier, assign_types, load_classifier
+from smearscan.classify import CellClassifier, load_classifier, type_cells
 from smearscan.config import DEFAULT_CLASSIFIER, ClassifyConfig, ProcessConfig
 from smearscan.pipeline import process_slide
 from smearscan.synth import generate_field, write_field
@@ -80,13 +79,8 @@ def accuracy(
 
 def _score(cells: CellSet, name: str, loaded: CellClassifier) -> None:
     """Print the accuracy, the confusion matrix and the blast calls of ``cells``."""
-    spec = loaded.spec
-    features = cells.frame()
-    probs = loaded.type_probabilities(loaded.probabilities(cells.crops, features))
-    learned = probs["blast"].to_numpy() if spec.has_blast_class else None
-    config = ClassifyConfig()
-    blast_p = blast_probability(morphology_score(features, config), probs, config, learned)
-    pred = assign_types(probs, blast_p, config.blast_threshold)["cell_type"].tolist()
+    features, config = cells.frame(), ClassifyConfig()
+    pred = type_cells(loaded, cells.crops, features, config)["cell_type"].tolist()
     true = [report_type(label) for label in cells.labels]
     hits = np.array([a == b for a, b in zip(true, pred, strict=True)])
     five = np.isin(true, FIVE_PART)
@@ -98,10 +92,9 @@ def _score(cells: CellSet, name: str, loaded: CellClassifier) -> None:
             f"{hits[five].mean():.4f}"
         )
     print(confusion(true, pred).to_string())
-    morph = morphology_score(features, config)
     for veto in (0.0, 0.5, 1.0):
         veto_config = dataclasses.replace(config, granulocyte_veto=veto)
-        called = blast_probability(morph, probs, veto_config, learned) >= config.blast_threshold
+        called = type_cells(loaded, cells.crops, features, veto_config)["is_blast"]
         print(f"  granulocyte_veto {veto}: {int(called.sum())} normal cells called blasts")
 
 

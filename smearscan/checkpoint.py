@@ -319,19 +319,29 @@ def save_checkpoint(
     }
     for key in ("arch", "spec", "postprocess", "training", "metadata"):
         _check_plain(payload[key], key)
+    return save_with_sidecar(path, payload)
+
+
+def save_with_sidecar(path: Path, payload: Mapping[str, Any]) -> str:
+    """``torch.save`` ``payload`` to ``path`` atomically, then its sha256 sidecar.
+
+    Returns:
+        The hex sha256 of the written file (the same bytes for the same payload,
+        whatever the file name).
+    """
     digests: list[str] = []
 
     def write(tmp: Path) -> None:
         # Through a buffer: saved to a path, torch names the archive's inner folder after
         # the (temporary, random) file name, and the same weights would differ in sha256.
         buffer = io.BytesIO()
-        torch.save(payload, buffer)
+        torch.save(dict(payload), buffer)
         tmp.write_bytes(buffer.getvalue())
         digests.append(file_sha256(tmp))  # the digest of exactly the bytes moved into place
 
-    atomic_write(path, write)
+    atomic_write(Path(path), write)
     # A crash between the two renames leaves a stale or missing sidecar: loading refuses.
-    write_sidecar(path, digests[0])
+    write_sidecar(Path(path), digests[0])
     return digests[0]
 
 

@@ -36,8 +36,7 @@ import pandas as pd
 
 from smearscan.cell_crops import CROP_PIXEL_SIZE_UM, CROP_PX, MEASURED, cut_crops
 from smearscan.config import ProcessConfig
-from smearscan.datasets import Point
-from smearscan.errors import InputError
+from smearscan.datasets import Point, image_size
 from smearscan.resample import array_reader
 from smearscan.train_data import (
     IMAGE_SUFFIXES,
@@ -174,12 +173,8 @@ def classify_layout(folder: Path) -> str:
 
 
 def _centre_point(path: Path, label: str) -> Point:
-    import cv2
-
-    header = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if header is None:
-        raise InputError(path, "cannot be read as an image")
-    height, width = header.shape[:2]
+    """A point at the centre of the image (its size read from the header only)."""
+    width, height = image_size(path)
     return Point(width / 2 - 0.5, height / 2 - 0.5, label)
 
 
@@ -245,7 +240,7 @@ def list_labelled(folder: Path) -> list[LabelledImage]:
     else:
         items = []
         for item in list_annotated(folder):
-            width, height = _image_size(item.image)
+            width, height = image_size(item.image)
             boxes, points = read_shapes(item, width, height)
             cells = [Point(*b.centre, b.label.lower()) for b in boxes] + list(points)
             typed = tuple(p for p in cells if p.label not in UNTYPED)
@@ -254,12 +249,6 @@ def list_labelled(folder: Path) -> list[LabelledImage]:
     if not items:
         raise DatasetError(f"{folder}: no labelled cells ({layout} layout)")
     return items
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from smearscan.datasets import image_size
-
-    return image_size(path)
 
 
 def _cache_key(sources: Sequence[DataSource], config: ProcessConfig, crop: tuple) -> str:

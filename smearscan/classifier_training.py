@@ -39,6 +39,7 @@ from smearscan.cell_types import CELL_TYPES, report_type
 from smearscan.classifier_data import CellSet
 from smearscan.classify import ClassifierSpec, save_classifier
 from smearscan.errors import ConfigError
+from smearscan.inference import choose_device
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +131,6 @@ def three_way_split(
     rest, test = split_stratified(labels, test_fraction, rng)
     train, val = split_stratified(labels[rest], val_fraction, rng)
     return rest[train], rest[val], test
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    return torch.device(name)
 
 
 class _Batches:
@@ -258,7 +251,7 @@ def train_classifier(cells: CellSet, config: ClassifierTrainConfig, out: Path) -
         levels=config.levels,
         normalisation=config.normalisation,
     )
-    device = _device(config.device)
+    device = choose_device(config.device)
     model = spec.build().to(device)
     use_f = bool(config.features)
     optimiser = torch.optim.AdamW(

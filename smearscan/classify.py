@@ -20,7 +20,6 @@ listed in :data:`SHIPPED_CLASSIFIERS`, its model card is
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -31,21 +30,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from smearscan.atomic import atomic_write
 from smearscan.blast import blast_probability, morphology_score
 from smearscan.cell_crops import cut_crops, feature_matrix, normalise_crops
 from smearscan.cell_types import CELL_TYPES, report_type
-from smearscan.checkpoint import file_sha256, verify_checkpoint, write_sidecar
+from smearscan.checkpoint import save_with_sidecar, verify_checkpoint
 from smearscan.classify_rules import rule_type_probabilities
 from smearscan.config import DEFAULT_CLASSIFIER, ClassifyConfig
 from smearscan.errors import ModelError
 from smearscan.models.cellnet import CellNet
+from smearscan.registry import WEIGHTS_DIR
 from smearscan.resample import Reader
 
 log = logging.getLogger(__name__)
 
-#: Folder of the shipped weights.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: Shipped classifiers: name -> (file in WEIGHTS_DIR, sha256, one-line description).
 SHIPPED_CLASSIFIERS: dict[str, tuple[str, str, str]] = {
     "cellnet-v1": (
@@ -112,17 +109,7 @@ def save_classifier(path: Path, model: CellNet, spec: ClassifierSpec) -> str:
         "spec": spec_dict,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    digests: list[str] = []
-
-    def write(tmp: Path) -> None:
-        buffer = io.BytesIO()  # via a buffer: same bytes whatever the file name
-        torch.save(payload, buffer)
-        tmp.write_bytes(buffer.getvalue())
-        digests.append(file_sha256(tmp))
-
-    atomic_write(Path(path), write)
-    write_sidecar(Path(path), digests[0])
-    return digests[0]
+    return save_with_sidecar(Path(path), payload)
 
 
 def _spec_from(payload: Mapping[str, Any], path: Path) -> ClassifierSpec:
@@ -281,24 +268,45 @@ def classify_cells(
     """
     if features.empty:
         return empty_types()
-    learned = None
-    if classifier is None:
-        type_probs = rule_type_probabilities(features)
-    else:
+    crops = None
+    if classifier is not None:
         if read is None or centres_xy is None or source_pixel_size_um is None:
             raise ValueError("a classifier needs the reader, centroids and pixel size")
         spec = classifier.spec
         crops = cut_crops(
             read, centres_xy, source_pixel_size_um, spec.crop_px, spec.crop_pixel_size_um
         )
-        type_probs = classifier.type_probabilities(classifier.probabilities(crops, features))
-        type_probs.index = features.index
-        if spec.has_blast_class:
-            learned = type_probs["blast"].to_numpy(dtype=np.float64)
-    morphology = morphology_score(features, config)
-    if classifier is None:
+    return type_cells(classifier, crops, features, config)
+
+
+def type_cells(
+    classifier: CellClassifier | None,
+    crops: np.ndarray | None,
+    features: pd.DataFrame,
+    config: ClassifyConfig,
+) -> pd.DataFrame:
+    """Types and blast calls of cells whose crops are already cut.
+
+    Args:
+        classifier: A loaded classifier, or None for the rules.
+        crops: uint8 ``(N, S, S, 3)`` at the classifier's scale (None for the rules).
+        features: Morphometry, ``N`` rows.
+        config: Blast thresholds.
+
+    Returns:
+        As :func:`classify_cells`, indexed like ``features``.
+    """
+    learned = None
+    if classifier is None or crops is None:
+        classifier = None
+        type_probs = rule_type_probabilities(features)
         # The rules' granulocyte evidence (lobes, dark cytoplasm) is already part of
         # the blast rule: no second veto from the same measurements.
         config = dataclasses.replace(config, granulocyte_veto=0.0)
-    blast_p = blast_probability(morphology, type_probs, config, learned)
+    else:
+        type_probs = classifier.type_probabilities(classifier.probabilities(crops, features))
+        type_probs.index = features.index
+        if classifier.spec.has_blast_class:
+            learned = type_probs["blast"].to_numpy(dtype=np.float64)
+    blast_p = blast_probability(morphology_score(features, config), type_probs, config, learned)
     return assign_types(type_probs, blast_p, config.blast_threshold)

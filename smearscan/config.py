@@ -38,6 +38,11 @@ from smearscan.errors import ConfigError
 Device = Literal["auto", "cpu", "cuda"]
 
 
+def _fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value}")
+
+
 def _positive(name: str, value: float | int) -> None:
     if value <= 0:
         raise ConfigError(f"{name} must be > 0, got {value}")
@@ -235,8 +240,7 @@ class ClassifyConfig:
         for name in ("blast_size_soft", "blast_nc_soft", "blast_circularity_soft"):
             _positive(f"classify.{name}", getattr(self, name))
         for name in ("blast_min_nc_ratio", "blast_min_nucleus_circularity", "granulocyte_veto"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"classify.{name} must be in [0, 1], got {getattr(self, name)}")
+            _fraction(f"classify.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -346,8 +350,7 @@ class ReviewConfig:
         if self.min_wbc_count < 0:
             raise ConfigError(f"review.min_wbc_count must be >= 0, got {self.min_wbc_count}")
         for name in ("low_confidence_threshold", "low_confidence_share"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"review.{name} must be in [0, 1], got {getattr(self, name)}")
+            _fraction(f"review.{name}", getattr(self, name))
         for name in ("min_focus_laplacian_var", "min_stain_od", "min_nucleus_saturation"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"review.{name} must be >= 0, got {getattr(self, name)}")

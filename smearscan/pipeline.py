@@ -43,7 +43,7 @@ from smearscan.registry import load_model
 from smearscan.report import write_report
 from smearscan.resample import Reader, resample_window, scale_factor, scaled_shape
 from smearscan.results import BatchResult, OutputPaths, SlideResult
-from smearscan.review import write_review_page, write_slide_previews
+from smearscan.review import previews_or_note, write_review_page
 from smearscan.scale import estimate_pixel_size
 from smearscan.segmentation import ScaledSlide, band_rows_for, plan_grid, run_tiles
 from smearscan.slide_io import Slide, list_inputs, open_slide, read_region
@@ -290,36 +290,15 @@ def _segment(
         ).as_dict()
         apply_field_flags(result, review)
     if previews_dir is not None:
-        _previews(read, store, result, s, previews_dir, key, config)
-
-
-def _previews(
-    read: Reader,
-    store: SlideStore,
-    result: SlideResult,
-    s: float,
-    previews_dir: Path,
-    key: str,
-    config: ProcessConfig,
-) -> None:
-    """Overlay and thumbnail of one slide. A failure here is a note, not a failed slide:
-    the counts and masks are already written and stay valid."""
-    start = time.perf_counter()
-    try:
-        write_slide_previews(
+        previews_or_note(
             read,
             store.group["labels/cells/0"],
             result,
             s,
             previews_dir,
             key,
-            max_side_px=config.output.preview_max_side_px,
+            config.output.preview_max_side_px,
         )
-    except Exception as exc:
-        log.error("%s: preview not written: %s: %s", result.slide, type(exc).__name__, exc)
-        log.debug("preview failure", exc_info=True)
-        result.notes.append(f"preview not written: {type(exc).__name__}: {exc}")
-    result.stage_seconds["preview"] = round(time.perf_counter() - start, 3)
 
 
 def _process_into(

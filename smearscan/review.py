@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from smearscan.classify import CELL_TYPES
+from smearscan.cell_types import CELL_TYPES
 from smearscan.previews import PreviewEntry, render_overlay, write_index, write_thumbnail
 from smearscan.resample import (
     Reader,
@@ -135,6 +136,28 @@ def write_slide_previews(
     write_thumbnail(image, out_dir / thumb_name, max_side_px=thumbnail_px)
     result.preview_path = str(overlay.resolve())
     return overlay
+
+
+def previews_or_note(
+    read: Reader,
+    cells: object,
+    result: SlideResult,
+    s: float,
+    out_dir: Path,
+    key: str,
+    max_side_px: int,
+) -> None:
+    """:func:`write_slide_previews`, where a failure is a note, not a failed slide (the
+    counts and masks are already written and stay valid); its wall time goes into
+    ``result.stage_seconds["preview"]``."""
+    start = time.perf_counter()
+    try:
+        write_slide_previews(read, cells, result, s, out_dir, key, max_side_px=max_side_px)
+    except Exception as exc:
+        log.error("%s: preview not written: %s: %s", result.slide, type(exc).__name__, exc)
+        log.debug("preview failure", exc_info=True)
+        result.notes.append(f"preview not written: {type(exc).__name__}: {exc}")
+    result.stage_seconds["preview"] = round(time.perf_counter() - start, 3)
 
 
 def _entry_counts(result: SlideResult) -> dict[str, int | float]:

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from smearscan import classify
-from smearscan.blast import blast_probability, morphology_score
 from smearscan.cell_types import report_type
 from smearscan.classifier_data import CellSet, harvest, list_labelled
 from smearscan.config import DEFAULT_CLASSIFIER, ClassifyConfig, ProcessConfig
@@ -78,11 +77,8 @@ def test_held_out_pbc_cells_are_typed_right(tmp_path: Path) -> None:
         crop_pixel_size_um=loaded.spec.crop_pixel_size_um,
     )
     assert len(cells) == chosen == 8 * PER_CLASS
-    features = cells.frame()
-    probs = loaded.type_probabilities(loaded.probabilities(cells.crops, features))
-    config = ClassifyConfig()
-    blast_p = blast_probability(morphology_score(features, config), probs, config)
-    pred = classify.assign_types(probs, blast_p, config.blast_threshold)["cell_type"]
+    types = classify.type_cells(loaded, cells.crops, cells.frame(), ClassifyConfig())
+    pred = types["cell_type"]
     true = [report_type(label) for label in cells.labels]
     accuracy = float(np.mean(pred.to_numpy() == np.array(true)))
     assert accuracy >= ACCURACY_MIN, list(zip(cells.images, true, pred, strict=True))
