@@ -275,7 +275,7 @@ def _harvest_source(
     crop_pixel_size_um: float,
     limit: int | None,
 ) -> CellSet:
-    from smearscan.pipeline import process_batch
+    from smearscan.batch import process_batch
 
     items = list_labelled(source.path)
     if limit is not None:

@@ -35,24 +35,18 @@ from smearscan.cell_crops import cut_crops, feature_matrix, normalise_crops
 from smearscan.cell_types import CELL_TYPES, report_type
 from smearscan.checkpoint import save_with_sidecar, verify_checkpoint
 from smearscan.classify_rules import rule_type_probabilities
-from smearscan.config import DEFAULT_CLASSIFIER, ClassifyConfig
+from smearscan.config import ClassifyConfig
 from smearscan.errors import ModelError
 from smearscan.models.cellnet import CellNet
-from smearscan.registry import WEIGHTS_DIR
+from smearscan.registry import (  # noqa: F401  (re-exported)
+    SHIPPED_CLASSIFIERS,
+    available_classifiers,
+    classifier_path,
+)
 from smearscan.resample import Reader
 
 log = logging.getLogger(__name__)
 
-#: Shipped classifiers: name -> (file in WEIGHTS_DIR, sha256, one-line description).
-SHIPPED_CLASSIFIERS: dict[str, tuple[str, str, str]] = {
-    "cellnet-v1": (
-        "cellnet-v1.pt",
-        "6c0fc3234825c098c4b88887603efe46caa3e9e2029bc4af882bafbcbedd4253",
-        "CellNet width 16, 96 px crops at 0.3 µm/px + morphometry; trained on PBC + "
-        "wbc-seg "
-        "(CLASSIFIER_CARD.md)",
-    ),
-}
 #: ``payload["format"]`` of a classifier file.
 CLASSIFIER_FORMAT = "smearscan-classifier"
 CLASSIFIER_VERSION = 1
@@ -157,28 +151,6 @@ class CellClassifier:
         for j, name in enumerate(self.spec.classes):
             frame[report_type(name)] += probs[:, j]
         return frame
-
-
-def available_classifiers() -> dict[str, str]:
-    """Names ``--classifier`` accepts, with descriptions (the default marked)."""
-    names = {name: desc for name, (_, _, desc) in SHIPPED_CLASSIFIERS.items()}
-    names["rules"] = "morphometric rules, no network"
-    return {n: f"{d} [default]" if n == DEFAULT_CLASSIFIER else d for n, d in names.items()}
-
-
-def classifier_path(name: str) -> tuple[Path, str | None]:
-    """File and expected sha256 (None: from the sidecar) of a classifier name or path.
-
-    Raises:
-        ModelError: Neither a shipped classifier nor a ``.pt`` path.
-    """
-    if name in SHIPPED_CLASSIFIERS:
-        file, digest, _ = SHIPPED_CLASSIFIERS[name]
-        return WEIGHTS_DIR / file, digest
-    if name.endswith(".pt") or Path(name).is_file():
-        return Path(name), None
-    known = ", ".join(["rules", *SHIPPED_CLASSIFIERS])
-    raise ModelError(f"unknown classifier {name!r}; known: {known}, or a PATH.pt")
 
 
 def load_classifier(name: str, device: torch.device | str = "cpu") -> CellClassifier | None:

@@ -1,4 +1,4 @@
-"""The ``smearscan`` command: a thin adapter over :mod:`smearscan.pipeline`.
+"""The ``smearscan`` command: a thin adapter over :mod:`smearscan.batch`.
 
 Exit codes of ``smearscan process``:
 
@@ -299,7 +299,7 @@ def process(
 
 
 def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> int:
-    from smearscan.pipeline import process_batch
+    from smearscan.batch import process_batch
 
     with progress:
         batch = process_batch(

@@ -14,9 +14,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import dask
-from dask.callbacks import Callback
-
 from smearscan.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -25,28 +22,29 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class _ResultCallback(Callback):
-    """Dask local-scheduler hook forwarding each finished slide to ``on_result``."""
+def _result_callback(keys: set[Any], on_result: Callable[[Any], None]) -> Any:
+    """A Dask local-scheduler hook forwarding each finished slide to ``on_result``."""
+    from dask.callbacks import Callback
 
-    def __init__(self, keys: set[Any], on_result: Callable[[Any], None]) -> None:
-        super().__init__()
-        self._keys = keys
-        self._on_result = on_result
+    class ResultCallback(Callback):
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if key in keys:
+                on_result(result)
 
-    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        if key in self._keys:
-            self._on_result(result)
+    return ResultCallback()
 
 
 def _run_local(
     fn: Callable[[T], R], tasks: Sequence[T], workers: int, on_result: Callable[[R], None]
 ) -> list[R]:
+    import dask  # imported with the first slide to run: a re-run with nothing to do skips it
+
     delayed = [
         dask.delayed(fn, pure=False)(task, dask_key_name=f"slide-{i}")
         for i, task in enumerate(tasks)
     ]
     keys = {d.key for d in delayed}
-    with _ResultCallback(keys, on_result):
+    with _result_callback(keys, on_result):
         results = dask.compute(*delayed, scheduler="threads", num_workers=workers)
     return list(results)
 

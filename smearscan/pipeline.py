@@ -16,9 +16,6 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +24,23 @@ import torch
 import zarr
 
 from smearscan import __version__
-from smearscan.batch_ledger import open_batch_ledger, run_with_ledger
+from smearscan.batch import SlideTask, TileProgress, process_batch  # noqa: F401  (re-exported)
 from smearscan.cells import run_cell_stage
 from smearscan.classify import CellClassifier, load_classifier
 from smearscan.config import ProcessConfig, ScaleConfig
 from smearscan.errors import ProcessingError, SmearscanError
-from smearscan.executor import run_tasks
-from smearscan.flags import apply_field_flags, summarise_groups
-from smearscan.grouping import UNGROUPED_NOTE, assign_groups
+from smearscan.flags import apply_field_flags
+from smearscan.grouping import UNGROUPED_NOTE
 from smearscan.inference import TilePredictor, choose_device
 from smearscan.models.base import ModelSpec, calibrate_if_supported
-from smearscan.provenance import run_info
 from smearscan.quality import slide_quality
 from smearscan.registry import load_model
-from smearscan.report import write_report
 from smearscan.resample import Reader, resample_window, scale_factor, scaled_shape
-from smearscan.results import BatchResult, OutputPaths, SlideResult
-from smearscan.review import previews_or_note, write_review_page
+from smearscan.results import OutputPaths, SlideResult
+from smearscan.review import previews_or_note
 from smearscan.scale import estimate_pixel_size
 from smearscan.segmentation import ScaledSlide, band_rows_for, plan_grid, run_tiles
-from smearscan.slide_io import Slide, list_inputs, open_slide, read_region
+from smearscan.slide_io import Slide, open_slide, read_region
 from smearscan.stitching import (
     InMemoryMerger,
     Merger,
@@ -54,7 +48,6 @@ from smearscan.stitching import (
     argmax_classes,
     quantize_probabilities,
 )
-from smearscan.stopping import StopRequest, unless_stopped
 from smearscan.tiling import Tile, TileGrid, Window
 from smearscan.zarr_store import (
     SlideStore,
@@ -62,13 +55,9 @@ from smearscan.zarr_store import (
     create_slide_store,
     discard_slide_store,
     slide_key,
-    unique_keys,
 )
 
 log = logging.getLogger(__name__)
-
-#: Progress callback: (slide name, tiles done so far, tiles in the slide).
-TileProgress = Callable[[str, int, int], None]
 
 #: Side (model pixels) of the central window each slide's calibration sees.
 CALIBRATION_PX = 2048
@@ -375,15 +364,9 @@ def process_slide(
     return result
 
 
-@dataclass(frozen=True)
-class SlideTask:
-    """One slide of a batch: file, name in the report, Zarr group name, patient/slide group."""
-
-    path: Path
-    relative: str
-    key: str
-    group: str = ""
-    grouped: bool = True
+def prepare_outputs(outputs: OutputPaths) -> None:
+    """Create the run's ``OUT.zarr`` root once, before slides write into it concurrently."""
+    zarr.open_group(outputs.zarr, mode="a", zarr_format=3)
 
 
 def run_slide_safely(
@@ -411,79 +394,3 @@ def run_slide_safely(
     if not task.grouped:
         result.notes.append(UNGROUPED_NOTE)
     return result
-
-
-def process_batch(
-    inputs: Sequence[Path],
-    report: Path,
-    config: ProcessConfig,
-    *,
-    on_result: Callable[[SlideResult], None] | None = None,
-    progress: TileProgress | None = None,
-    on_start: Callable[[list[SlideTask]], None] | None = None,
-) -> BatchResult:
-    """Process every slide found under ``inputs`` and write the report.
-
-    Slides run concurrently on Dask (``config.batch``); a failing slide is
-    recorded in the Errors sheet and the others go on.
-
-    Args:
-        inputs: Files and/or directories.
-        report: ``OUT.xlsx``; masks go to ``OUT.zarr`` beside it.
-        config: Run configuration.
-        on_result: Called with each slide's result as it finishes.
-        progress: Per-tile progress (local scheduler only).
-        on_start: Called once with the list of slides found, before any runs.
-
-    Raises:
-        InputError: An input path does not exist.
-        ConfigError: Invalid configuration (a bad ``--group-by`` pattern or
-            manifest included) or unreachable scheduler.
-    """
-    started = datetime.now(UTC).astimezone()
-    outputs = OutputPaths.for_report(report)
-    sources = list_inputs([Path(p) for p in inputs], config.batch.patterns)
-    keys = unique_keys([s.relative for s in sources])
-    groups, grouped = assign_groups([s.relative for s in sources], config.review.group_by)
-    tasks = [
-        SlideTask(s.path, s.relative, k, g, m)
-        for s, k, g, m in zip(sources, keys, groups, grouped, strict=True)
-    ]
-    if on_start is not None:
-        on_start(tasks)
-    outputs.report.parent.mkdir(parents=True, exist_ok=True)
-    zarr.open_group(outputs.zarr, mode="a", zarr_format=3)  # create the root once, up front
-    previews = outputs.previews.resolve() if config.output.write_previews else None
-    distributed = bool(config.batch.scheduler)
-    fn = partial(
-        run_slide_safely,
-        config=config,
-        zarr_path=outputs.zarr.resolve(),
-        progress=None if distributed else progress,
-        previews_dir=previews,
-    )
-    stop = StopRequest()  # SIGINT/SIGTERM: the slides in progress finish, the rest are skipped
-    each = fn if distributed else partial(unless_stopped, fn, stop)
-    with stop.installed():
-        results, processed = run_with_ledger(
-            open_batch_ledger(config),
-            tasks,
-            lambda todo, done: run_tasks(
-                each,
-                todo,
-                workers=config.batch.workers,
-                scheduler=config.batch.scheduler,
-                on_result=done,
-                stop=stop,
-            ),
-            on_result,
-        )
-    group_results = summarise_groups(results, config.review)
-    info = run_info(config, inputs, outputs, started, datetime.now(UTC).astimezone(), results)
-    write_report(outputs.report, results, info, group_results)
-    if previews is not None:
-        try:
-            write_review_page(results, previews)
-        except OSError as exc:  # the report and masks are written; the page is a convenience
-            log.error("review page not written in %s: %s", previews, exc)
-    return BatchResult(results, outputs, info, group_results, processed, stop.signal_name)

@@ -15,14 +15,10 @@ Every file is written atomically (temporary file in the same folder, then
 
 from __future__ import annotations
 
-import html
 import logging
-import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from urllib.parse import quote
+from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,6 +26,12 @@ import pandas as pd
 from scipy import ndimage
 
 from smearscan.atomic import atomic_write
+from smearscan.review_page import (  # noqa: F401  (re-exported)
+    ENTRY_STATUSES,
+    PreviewEntry,
+    render_index,
+    write_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ CELL_TYPE_COLORS: dict[str, tuple[int, int, int]] = {
 }
 """RGB contour colour per cell type (the ``cell_type`` values of the Cells sheet)."""
 
-ENTRY_STATUSES = ("ok", "failed", "skipped")
-
 #: zlib level of the PNGs: 1 encodes a 2592x1944 overlay in ~0.3 s (level 3: ~0.5 s)
 #: for files about 10 % larger.
 PNG_COMPRESSION = 1
@@ -56,30 +56,6 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _DARK = (20, 20, 20)
 _WHITE = (255, 255, 255)
 _BLAST_COLOR = CELL_TYPE_COLORS["blast"]
-
-
-@dataclass
-class PreviewEntry:
-    """One slide of the review page.
-
-    Attributes:
-        slide: Slide name as found under the input (any characters).
-        status: ``ok``, ``failed`` or ``skipped``.
-        overlay: Overlay PNG path relative to the page folder, or ``""``.
-        thumbnail: Thumbnail path relative to the page folder, or ``""``.
-        counts: Ordered ``{name: value}`` (``wbc_count``, one per cell type,
-            ``blast_percent``, ``rbc_count``, ``platelet_count``...).
-        flags: Review flags (``blasts present``, ``too few cells``...).
-        error: Error message of a failed slide, else ``""``.
-    """
-
-    slide: str
-    status: str = "ok"
-    overlay: str = ""
-    thumbnail: str = ""
-    counts: dict[str, int | float] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-    error: str = ""
 
 
 # --------------------------------------------------------------------------- I/O
@@ -318,125 +294,3 @@ def write_thumbnail(image: np.ndarray, out_png: Path | str, *, max_side_px: int 
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else image
     return _write_png(Path(out_png), small)
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;margin:1.5em;background:#f6f6f4;color:#222}"
-    "h1{font-size:1.4em;margin:0 0 .2em}p.summary{margin:0 0 1.2em;color:#555}"
-    "main{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:1em}"
-    "article.slide{background:#fff;border:1px solid #ccc;border-radius:6px;padding:.8em;"
-    "overflow-wrap:anywhere}"
-    "article.failed{border:2px solid #b00020;background:#fff5f5}article.skipped{opacity:.75}"
-    "article h2{font-size:1em;margin:0 0 .5em;font-family:ui-monospace,monospace}"
-    ".status{font-size:.8em;padding:.1em .5em;border-radius:3px;background:#ddd;margin-left:.4em}"
-    ".failed .status{background:#b00020;color:#fff}"
-    "img{max-width:100%;height:auto;border:1px solid #ddd;display:block;margin-bottom:.5em}"
-    "table.counts{border-collapse:collapse;font-size:.85em}"
-    "table.counts th{padding:.1em .6em .1em 0;text-align:left;font-weight:normal;color:#555}"
-    "table.counts td{text-align:right;font-variant-numeric:tabular-nums}"
-    "ul.flags{list-style:none;padding:0;margin:.5em 0 0}ul.flags li{display:inline-block;"
-    "background:#ffe08a;border-radius:3px;padding:.1em .4em;margin:0 .3em .3em 0;font-size:.85em}"
-    "pre.error{white-space:pre-wrap;background:#fee;padding:.5em;font-size:.85em;margin:.5em 0 0}"
-    ".noimg{color:#888;font-style:italic;font-size:.85em}"
-)
-
-
-def _href(relative: str) -> str:
-    """URL-quote each segment of a relative POSIX path (spaces, ``#``, ``?``, unicode...)."""
-    parts = PurePosixPath(relative.replace("\\", "/")).parts
-    return "/".join(quote(part, safe="") if part != "/" else "" for part in parts)
-
-
-def _format_count(value: object) -> str:
-    """Human form of a count: ints as is, floats to one decimal, NaN/None as a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:.1f}"
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return str(int(value))
-    return str(value)
-
-
-def _entry_html(entry: PreviewEntry) -> str:
-    """One ``<article class="slide">`` for an entry; all text escaped, links quoted."""
-    esc = html.escape
-    status = entry.status if entry.status in ENTRY_STATUSES else "failed"
-    parts = [
-        f'<article class="slide {status}">',
-        f'<h2>{esc(entry.slide)}<span class="status">{esc(entry.status)}</span></h2>',
-    ]
-    if entry.thumbnail and status != "failed":
-        img = f'<img src="{esc(_href(entry.thumbnail))}" alt="{esc(entry.slide)}" loading="lazy">'
-        if entry.overlay:
-            img = f'<a href="{esc(_href(entry.overlay))}">{img}</a>'
-        parts.append(img)
-    elif entry.overlay and status != "failed":
-        parts.append(f'<a href="{esc(_href(entry.overlay))}">overlay</a>')
-    elif status != "failed":
-        parts.append('<p class="noimg">no preview</p>')
-    if entry.counts:
-        rows = "".join(
-            f"<tr><th>{esc(str(k).replace('_', ' '))}</th><td>{esc(_format_count(v))}</td></tr>"
-            for k, v in entry.counts.items()
-        )
-        parts.append(f'<table class="counts">{rows}</table>')
-    if entry.flags:
-        flags = "".join(f"<li>{esc(f)}</li>" for f in entry.flags)
-        parts.append(f'<ul class="flags">{flags}</ul>')
-    if entry.error:
-        parts.append(f'<pre class="error">{esc(entry.error)}</pre>')
-    parts.append("</article>")
-    return "\n".join(parts)
-
-
-def render_index(entries: Sequence[PreviewEntry], *, title: str = "smearscan review") -> str:
-    """The review page as an HTML string (see :func:`write_index`)."""
-    by_status = Counter(e.status for e in entries)
-    n_flagged = sum(bool(e.flags) for e in entries)
-    summary = (
-        f"{len(entries)} slides: {by_status.get('ok', 0)} ok, {by_status.get('failed', 0)} failed, "
-        f"{by_status.get('skipped', 0)} skipped; {n_flagged} flagged for review."
-    )
-    body = "\n".join(_entry_html(e) for e in entries)
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f'<h1>{html.escape(title)}</h1>\n<p class="summary">{html.escape(summary)}</p>\n'
-        f"<main>\n{body}\n</main>\n</body>\n</html>\n"
-    )
-
-
-def write_index(
-    out_dir: Path | str,
-    entries: Iterable[PreviewEntry],
-    *,
-    title: str = "smearscan review",
-) -> Path:
-    """Write ``index.html`` listing every slide, atomically.
-
-    Each slide is one ``<article class="slide">``: name and status, the thumbnail
-    linked to the full overlay (not for failed slides), a counts table, flags and
-    the error message of failed slides. Self-contained (inline CSS, no JavaScript);
-    all text is HTML-escaped and links are URL-quoted, relative to ``out_dir``.
-
-    Args:
-        out_dir: Preview folder (created when missing).
-        entries: One entry per slide, in display order.
-        title: Page title.
-
-    Returns:
-        Path of ``index.html``.
-    """
-    entries = list(entries)
-    for entry in entries:
-        if entry.status not in ENTRY_STATUSES:
-            log.warning(
-                "slide %r has unknown status %r; shown as failed", entry.slide, entry.status
-            )
-    page = render_index(entries, title=title)
-    out = atomic_write(Path(out_dir) / "index.html", lambda tmp: tmp.write_text(page, "utf-8"))
-    log.info("review page written: %s (%d slides)", out, len(entries))
-    return out

@@ -10,36 +10,35 @@ import platform
 import socket
 from collections.abc import Sequence
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from smearscan import __version__
 from smearscan.config import ProcessConfig
 from smearscan.errors import SmearscanError
-from smearscan.inference import choose_device
 from smearscan.registry import model_sha256
 from smearscan.results import OutputPaths, SlideResult
 
+#: Packages whose versions the Run sheet records (read from their metadata, not imported).
+_PACKAGES = {
+    "torch": "torch",
+    "numpy": "numpy",
+    "zarr": "zarr",
+    "dask": "dask",
+    "ome-zarr": "ome-zarr",
+    "opencv": "opencv-python-headless",
+}
+
 
 def _versions() -> dict[str, str]:
-    import cv2
-    import dask
-    import ome_zarr
-    import torch
-    import zarr
-
-    return {
-        "smearscan": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "zarr": zarr.__version__,
-        "dask": dask.__version__,
-        "ome-zarr": getattr(ome_zarr, "__version__", "?"),
-        "opencv": cv2.__version__,
-    }
+    versions = {"smearscan": __version__, "python": platform.python_version()}
+    for label, dist in _PACKAGES.items():
+        try:
+            versions[label] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[label] = "?"
+    return versions
 
 
 def model_sha256_or_note(name: str) -> str:
@@ -52,8 +51,8 @@ def model_sha256_or_note(name: str) -> str:
 
 def classifier_sha256(name: str) -> str:
     """sha256 of a classifier file, or a note (rules; unverified and why)."""
-    from smearscan.checkpoint import verify_checkpoint
-    from smearscan.classify import classifier_path
+    from smearscan.digests import verify_checkpoint
+    from smearscan.registry import classifier_path
 
     if name == "rules":
         return "n/a (rules have no weights)"
@@ -63,6 +62,14 @@ def classifier_sha256(name: str) -> str:
         return f"unverified: {exc}"
 
 
+def _device(config: ProcessConfig, processed: int) -> str:
+    if processed == 0:
+        return "not used (no slide processed)"
+    from smearscan.inference import choose_device
+
+    return str(choose_device(config.inference.device))
+
+
 def run_info(
     config: ProcessConfig,
     inputs: Sequence[Path],
@@ -70,8 +77,14 @@ def run_info(
     started: datetime,
     finished: datetime,
     results: Sequence[SlideResult],
+    processed: int | None = None,
 ) -> dict[str, Any]:
-    """Flat key/value record of a run for the report's Run sheet."""
+    """Flat key/value record of a run for the report's Run sheet.
+
+    ``processed`` is the number of slides this run processed (None: all of
+    ``results``). With none processed (every slide done before, per the
+    ledger) the compute device is not looked up, so torch is never imported.
+    """
     info: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
@@ -87,7 +100,8 @@ def run_info(
         "model_sha256": model_sha256_or_note(config.model),
         "classifier": config.classify.classifier,
         "classifier_sha256": classifier_sha256(config.classify.classifier),
-        "device": str(choose_device(config.inference.device)),
+        "slides_processed": len(results) if processed is None else processed,
+        "device": _device(config, len(results) if processed is None else processed),
     }
     info.update({f"version.{k}": v for k, v in _versions().items()})
 

@@ -1,4 +1,4 @@
-"""Named segmentation models.
+"""Named segmentation models and cell classifiers.
 
 ``--model NAME`` is looked up here: the trained weights shipped in
 ``smearscan/weights/`` (each with its sha256 recorded below and a model card,
@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from smearscan.config import DEFAULT_MODEL
+from smearscan.config import DEFAULT_CLASSIFIER, DEFAULT_MODEL
 from smearscan.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded
+    import torch
 
 #: Folder of the shipped weights.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -80,7 +82,7 @@ def model_sha256(name: str) -> str:
     Raises:
         ModelError: The checkpoint's sha256 sidecar is missing or does not match.
     """
-    from smearscan.checkpoint import verify_checkpoint
+    from smearscan.digests import verify_checkpoint
 
     if name in SHIPPED:
         return verify_checkpoint(*shipped_path(name))
@@ -111,3 +113,37 @@ def load_model(name: str) -> torch.nn.Module:
             f"unknown model {name!r}; available: {known}, or a trained checkpoint PATH.pt"
         ) from None
     return factory()
+
+
+#: Shipped classifiers: name -> (file in WEIGHTS_DIR, sha256, one-line description).
+SHIPPED_CLASSIFIERS: dict[str, tuple[str, str, str]] = {
+    "cellnet-v1": (
+        "cellnet-v1.pt",
+        "6c0fc3234825c098c4b88887603efe46caa3e9e2029bc4af882bafbcbedd4253",
+        "CellNet width 16, 96 px crops at 0.3 µm/px + morphometry; trained on PBC + "
+        "wbc-seg "
+        "(CLASSIFIER_CARD.md)",
+    ),
+}
+
+
+def available_classifiers() -> dict[str, str]:
+    """Names ``--classifier`` accepts, with descriptions (the default marked)."""
+    names = {name: desc for name, (_, _, desc) in SHIPPED_CLASSIFIERS.items()}
+    names["rules"] = "morphometric rules, no network"
+    return {n: f"{d} [default]" if n == DEFAULT_CLASSIFIER else d for n, d in names.items()}
+
+
+def classifier_path(name: str) -> tuple[Path, str | None]:
+    """File and expected sha256 (None: from the sidecar) of a classifier name or path.
+
+    Raises:
+        ModelError: Neither a shipped classifier nor a ``.pt`` path.
+    """
+    if name in SHIPPED_CLASSIFIERS:
+        file, digest, _ = SHIPPED_CLASSIFIERS[name]
+        return WEIGHTS_DIR / file, digest
+    if name.endswith(".pt") or Path(name).is_file():
+        return Path(name), None
+    known = ", ".join(["rules", *SHIPPED_CLASSIFIERS])
+    raise ModelError(f"unknown classifier {name!r}; known: {known}, or a PATH.pt")

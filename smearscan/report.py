@@ -34,7 +34,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from smearscan.atomic import atomic_write
-from smearscan.classify import CELL_TYPES
+from smearscan.cell_types import CELL_TYPES
 from smearscan.config import ReviewConfig
 from smearscan.flags import summarise_groups
 from smearscan.results import GroupResult, SlideResult

@@ -139,7 +139,7 @@ class OutputPaths:
 
 @dataclass
 class BatchResult:
-    """Outcome of :func:`smearscan.pipeline.process_batch`.
+    """Outcome of :func:`smearscan.batch.process_batch`.
 
     Attributes:
         results: One result per slide, in input order.

@@ -14,16 +14,13 @@ batch, one entry per slide (failed slides included, with their error).
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from smearscan.cell_types import CELL_TYPES
-from smearscan.previews import PreviewEntry, render_overlay, write_index, write_thumbnail
+from smearscan.previews import render_overlay, write_thumbnail
 from smearscan.resample import (
     Reader,
     nearest_indices,
@@ -32,6 +29,12 @@ from smearscan.resample import (
     scaled_shape,
 )
 from smearscan.results import SlideResult
+from smearscan.review_page import (  # noqa: F401  (re-exported)
+    THUMBNAIL_DIR,
+    entry_flags,
+    review_entry,
+    write_review_page,
+)
 from smearscan.tiling import Window
 from smearscan.zarr_store import check_key
 
@@ -39,9 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Side (source pixels) of the windows read at a time to build a preview.
 SOURCE_BLOCK_PX = 2048
-
-#: Folder of the thumbnails inside ``OUT_previews/``.
-THUMBNAIL_DIR = "thumbnails"
 
 
 def preview_scale(height: int, width: int, max_side_px: int) -> float:
@@ -158,56 +158,3 @@ def previews_or_note(
         log.debug("preview failure", exc_info=True)
         result.notes.append(f"preview not written: {type(exc).__name__}: {exc}")
     result.stage_seconds["preview"] = round(time.perf_counter() - start, 3)
-
-
-def _entry_counts(result: SlideResult) -> dict[str, int | float]:
-    if result.status != "ok" or result.wbc_count is None:
-        return {}
-    counts: dict[str, int | float] = {"WBC": result.wbc_count}
-    counts.update({t: result.cell_counts.get(t, 0) for t in CELL_TYPES})
-    blasts = sum(bool(c.get("is_blast")) for c in result.cells)
-    counts["blast %"] = round(100.0 * blasts / result.wbc_count, 1) if result.wbc_count else 0.0
-    counts["RBC"] = result.rbc_count if result.rbc_count is not None else float("nan")
-    counts["platelets"] = result.platelet_count if result.platelet_count is not None else 0
-    return counts
-
-
-def entry_flags(result: SlideResult) -> list[str]:
-    """The field's flags, then its group's flags that the field does not have itself.
-
-    A group flag is marked with its group (``LOW_WBC_COUNT (group Im001)``)
-    unless the field is a group of its own.
-    """
-    flags = list(result.flags)
-    own = not result.group or result.group == result.slide
-    for flag in result.group_flags:
-        if flag not in result.flags:
-            flags.append(flag if own else f"{flag} (group {result.group})")
-    return flags
-
-
-def review_entry(result: SlideResult, out_dir: Path) -> PreviewEntry:
-    """The review-page entry of one slide (paths relative to ``out_dir``)."""
-    overlay = thumbnail = ""
-    if result.preview_path and Path(result.preview_path).is_file():
-        overlay_path = Path(result.preview_path)
-        thumb_path = overlay_path.parent / THUMBNAIL_DIR / overlay_path.name
-        overlay = Path(os.path.relpath(overlay_path, out_dir)).as_posix()
-        if thumb_path.is_file():
-            thumbnail = Path(os.path.relpath(thumb_path, out_dir)).as_posix()
-    error = f"{result.error_stage}: {result.error}" if result.error else ""
-    return PreviewEntry(
-        slide=result.slide,
-        status=result.status,
-        overlay=overlay,
-        thumbnail=thumbnail,
-        counts=_entry_counts(result),
-        flags=entry_flags(result),
-        error=error,
-    )
-
-
-def write_review_page(results: Sequence[SlideResult], out_dir: Path) -> Path:
-    """Write ``out_dir/index.html`` with one entry per slide, in batch order."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return write_index(out_dir, [review_entry(r, out_dir) for r in results])

@@ -358,7 +358,7 @@ def run_model(
         config: Base settings.
         work: Folder for the run's report and masks.
     """
-    from smearscan.pipeline import process_batch
+    from smearscan.batch import process_batch
 
     cfg = config.with_overrides(model=model)
     if source.pixel_size_um is not None:

@@ -29,11 +29,8 @@ its path on the other side.
 
 from __future__ import annotations
 
-import fnmatch
 import io
 import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,34 +62,15 @@ from smearscan.input_checks import (
     raster_header_size,
     sniff_format,
 )
+from smearscan.inputs import SIDECAR_SUFFIXES, SlideSource, list_inputs  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SUPPORTED_FORMATS", "Slide", "SlideSource", "list_inputs", "open_slide", "read_region",
            "sniff_format"]  # fmt: skip
 
-SIDECAR_SUFFIXES: frozenset[str] = frozenset(
-    {".md", ".txt", ".csv", ".tsv", ".json", ".xml", ".xyc", ".npz", ".npy", ".yaml", ".yml",
-     ".toml", ".log", ".html", ".htm", ".parquet", ".xlsx", ".xls", ".db", ".sqlite", ".ini"}
-)  # fmt: skip
-"""Companion files (annotations, notes, reports) skipped by :func:`list_inputs` without patterns."""
-
 _PILLOW_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I", "F"})
 _PAD_MODES = ("reflect", "symmetric", "edge", "constant")
-
-
-@dataclass(frozen=True)
-class SlideSource:
-    """One input file found by :func:`list_inputs`.
-
-    Attributes:
-        path: Absolute path of the file (symlinks kept as found).
-        relative: POSIX path relative to the input root it was found under; the
-            file name for a file given directly. This is the ``slide`` key of the report.
-    """
-
-    path: Path
-    relative: str
 
 
 @dataclass(eq=False)
@@ -349,119 +327,3 @@ def read_region(
     picked = block[(rows[row_ok] - r_lo)[:, None], (cols[col_ok] - c_lo)[None, :]]
     out[np.ix_(row_ok, col_ok)] = picked
     return out
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def _matches(relative: str, patterns: Sequence[str]) -> bool:
-    """Case-insensitive fnmatch on the relative path or the name; ``**/`` also matches the root."""
-    rel = relative.lower()
-    name = rel.rsplit("/", 1)[-1]
-    for pattern in (p.lower() for p in patterns):
-        if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(name, pattern):
-            return True
-        if pattern.startswith("**/") and fnmatch.fnmatchcase(rel, pattern[3:]):
-            return True
-    return False
-
-
-def _entry_is(test: Callable[[], bool]) -> bool:
-    """``DirEntry.is_dir``/``is_file`` that answers False on a symbolic link loop (ELOOP)."""
-    try:
-        return test()
-    except OSError:
-        return False
-
-
-def _walk(root: Path) -> Iterator[tuple[Path, str]]:
-    """Regular files under ``root`` as (path, POSIX relative path), in no particular order.
-
-    Skips names starting with '.' and ``*.zarr`` directories. Directory symlinks
-    are followed after every real directory, and only into directories not yet
-    visited, so loops end and linked-in subtrees keep their real paths. Entries
-    that are neither files nor directories (broken links, link loops, FIFOs)
-    are yielded too, so that opening them gives an ``Errors`` row; they are
-    never read.
-    """
-    visited: set[tuple[int, int]] = set()
-    stack: list[tuple[Path, str]] = [(root, "")]
-    links: list[tuple[Path, str]] = []
-    while stack or links:
-        directory, prefix = stack.pop() if stack else links.pop()
-        try:
-            stat = directory.stat()
-        except OSError as exc:
-            logger.warning("cannot look at %s: %s", directory, exc)
-            continue
-        if (stat.st_dev, stat.st_ino) in visited:
-            logger.debug("skipping %s: directory already visited (symlink loop?)", directory)
-            continue
-        visited.add((stat.st_dev, stat.st_ino))
-        try:
-            entries = list(os.scandir(directory))
-        except OSError as exc:
-            logger.warning("cannot list %s: %s", directory, exc)
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            relative = f"{prefix}{entry.name}"
-            if _entry_is(entry.is_dir):
-                if entry.name.lower().endswith(".zarr"):
-                    logger.debug("skipping Zarr store %s", entry.path)
-                else:
-                    todo = links if entry.is_symlink() else stack
-                    todo.append((Path(entry.path), f"{relative}/"))
-            else:
-                if not _entry_is(entry.is_file):
-                    logger.debug("%s: not a regular file (broken link, FIFO?)", entry.path)
-                yield Path(entry.path), relative
-
-
-def list_inputs(inputs: Sequence[Path], patterns: Sequence[str] = ()) -> list[SlideSource]:
-    """List the image files of a batch.
-
-    Directories are walked recursively (hidden entries and ``*.zarr`` stores
-    skipped, directory symlinks followed once). With ``patterns`` only files
-    whose relative path or name matches one of them (case-insensitive
-    ``fnmatch``) are kept; without, every file is kept except those with a
-    :data:`SIDECAR_SUFFIXES` suffix. Files given directly obey the same
-    filters except the hidden-name rule. Files that are not images are kept
-    on purpose: opening them gives a per-file error for the report.
-
-    Args:
-        inputs: Files and/or directories.
-        patterns: Glob patterns such as ``"*.tif"`` or ``"**/field_*.jpg"``.
-
-    Returns:
-        Sources sorted by (input order, relative path), each resolved file once.
-
-    Raises:
-        InputError: An input does not exist, or is a Zarr store.
-    """
-    sources: list[SlideSource] = []
-    seen: set[Path] = set()
-    for item in inputs:
-        root = Path(item).expanduser().absolute()
-        if not root.exists():
-            raise InputError(root, "input not found")
-        if root.is_dir():
-            if root.name.lower().endswith(".zarr"):
-                raise InputError(root, "is a Zarr store (an output), not a folder of images")
-            candidates = sorted(_walk(root), key=lambda found: found[1])
-        else:
-            candidates = [(root, root.name)]
-        for path, relative in candidates:
-            if patterns and not _matches(relative, patterns):
-                continue
-            if not patterns and path.suffix.lower() in SIDECAR_SUFFIXES:
-                logger.debug("skipping companion file %s", path)
-                continue
-            resolved = Path(os.path.realpath(path))  # never raises on a link loop
-            if resolved in seen:
-                logger.debug("skipping %s: same file already listed", path)
-                continue
-            seen.add(resolved)
-            sources.append(SlideSource(path.absolute(), relative))
-    return sources

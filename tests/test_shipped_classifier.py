@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smearscan import classify
+from smearscan import classify, registry
 from smearscan.cell_types import report_type
 from smearscan.classifier_data import CellSet, harvest, list_labelled
 from smearscan.config import DEFAULT_CLASSIFIER, ClassifyConfig, ProcessConfig
@@ -25,7 +25,7 @@ from smearscan.train_data import DataSource
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PBC = DATA / "pbc-cells"
-HELD_OUT = classify.WEIGHTS_DIR / f"{DEFAULT_CLASSIFIER}.held_out.txt"
+HELD_OUT = registry.WEIGHTS_DIR / f"{DEFAULT_CLASSIFIER}.held_out.txt"
 #: Held-out cells per class scored here (of 75 per class held out).
 PER_CLASS = 5
 #: On the full held-out share the shipped classifier reaches more (model card).
@@ -34,7 +34,7 @@ ACCURACY_MIN = 0.9
 
 def test_default_classifier_is_the_shipped_one() -> None:
     assert ProcessConfig().classify.classifier == DEFAULT_CLASSIFIER
-    assert DEFAULT_CLASSIFIER in classify.SHIPPED_CLASSIFIERS
+    assert DEFAULT_CLASSIFIER in registry.SHIPPED_CLASSIFIERS
     path, digest = classify.classifier_path(DEFAULT_CLASSIFIER)
     assert path.is_file() and path.stat().st_size < 5 * 2**20
     loaded = classify.load_classifier(DEFAULT_CLASSIFIER)
@@ -49,7 +49,7 @@ def test_a_changed_classifier_file_is_refused(tmp_path: Path, monkeypatch: pytes
     data = bytearray(copy.read_bytes())
     data[-100] ^= 0xFF
     copy.write_bytes(bytes(data))
-    monkeypatch.setattr(classify, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(ModelError, match="sha256"):
         classify.load_classifier(DEFAULT_CLASSIFIER)
 

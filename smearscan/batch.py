@@ -1,0 +1,128 @@
+"""Library API of a batch: :func:`process_batch` finds the slides, runs them, writes the report.
+
+The slides of a batch are listed (:mod:`smearscan.inputs`), named
+(:mod:`smearscan.slide_keys`), grouped, checked against the run ledger
+(:mod:`smearscan.batch_ledger`), run concurrently on Dask
+(:mod:`smearscan.executor`, each slide by
+:func:`smearscan.pipeline.run_slide_safely`), and summarised into the report
+and the review page. The segmentation stack (torch, the models, Zarr) is
+imported only when at least one slide has to run, so a nightly re-run over a
+folder whose slides are all done takes about as long as writing the report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from smearscan.batch_ledger import open_batch_ledger, run_with_ledger
+from smearscan.config import ProcessConfig
+from smearscan.executor import run_tasks
+from smearscan.flags import summarise_groups
+from smearscan.grouping import assign_groups
+from smearscan.inputs import list_inputs
+from smearscan.provenance import run_info
+from smearscan.report import write_report
+from smearscan.results import BatchResult, OutputPaths, SlideResult
+from smearscan.review_page import write_review_page
+from smearscan.slide_keys import unique_keys
+from smearscan.stopping import StopRequest, unless_stopped
+
+log = logging.getLogger(__name__)
+
+#: Progress callback: (slide name, tiles done so far, tiles in the slide).
+TileProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class SlideTask:
+    """One slide of a batch: file, name in the report, Zarr group name, patient/slide group."""
+
+    path: Path
+    relative: str
+    key: str
+    group: str = ""
+    grouped: bool = True
+
+
+def process_batch(
+    inputs: Sequence[Path],
+    report: Path,
+    config: ProcessConfig,
+    *,
+    on_result: Callable[[SlideResult], None] | None = None,
+    progress: TileProgress | None = None,
+    on_start: Callable[[list[SlideTask]], None] | None = None,
+) -> BatchResult:
+    """Process every slide found under ``inputs`` and write the report.
+
+    Slides run concurrently on Dask (``config.batch``); a failing slide is
+    recorded in the Errors sheet and the others go on.
+
+    Args:
+        inputs: Files and/or directories.
+        report: ``OUT.xlsx``; masks go to ``OUT.zarr`` beside it.
+        config: Run configuration.
+        on_result: Called with each slide's result as it finishes.
+        progress: Per-tile progress (local scheduler only).
+        on_start: Called once with the list of slides found, before any runs.
+
+    Raises:
+        InputError: An input path does not exist.
+        ConfigError: Invalid configuration (a bad ``--group-by`` pattern or
+            manifest included) or unreachable scheduler.
+    """
+    started = datetime.now(UTC).astimezone()
+    outputs = OutputPaths.for_report(report)
+    sources = list_inputs([Path(p) for p in inputs], config.batch.patterns)
+    keys = unique_keys([s.relative for s in sources])
+    groups, grouped = assign_groups([s.relative for s in sources], config.review.group_by)
+    tasks = [
+        SlideTask(s.path, s.relative, k, g, m)
+        for s, k, g, m in zip(sources, keys, groups, grouped, strict=True)
+    ]
+    if on_start is not None:
+        on_start(tasks)
+    outputs.report.parent.mkdir(parents=True, exist_ok=True)
+    previews = outputs.previews.resolve() if config.output.write_previews else None
+    stop = StopRequest()  # SIGINT/SIGTERM: the slides in progress finish, the rest are skipped
+
+    def run(todo: list[SlideTask], done: Callable[[SlideResult], None]) -> list[SlideResult]:
+        if not todo:  # every slide done before: no model, no Zarr, no torch import
+            return []
+        from smearscan.pipeline import prepare_outputs, run_slide_safely
+
+        prepare_outputs(outputs)
+        distributed = bool(config.batch.scheduler)
+        fn = partial(
+            run_slide_safely,
+            config=config,
+            zarr_path=outputs.zarr.resolve(),
+            progress=None if distributed else progress,
+            previews_dir=previews,
+        )
+        return run_tasks(
+            fn if distributed else partial(unless_stopped, fn, stop),
+            todo,
+            workers=config.batch.workers,
+            scheduler=config.batch.scheduler,
+            on_result=done,
+            stop=stop,
+        )
+
+    with stop.installed():
+        results, processed = run_with_ledger(open_batch_ledger(config), tasks, run, on_result)
+    group_results = summarise_groups(results, config.review)
+    finished = datetime.now(UTC).astimezone()
+    info = run_info(config, inputs, outputs, started, finished, results, processed)
+    write_report(outputs.report, results, info, group_results)
+    if previews is not None:
+        try:
+            write_review_page(results, previews)
+        except OSError as exc:  # the report and masks are written; the page is a convenience
+            log.error("review page not written in %s: %s", previews, exc)
+    return BatchResult(results, outputs, info, group_results, processed, stop.signal_name)
