@@ -115,7 +115,9 @@ def process_batch(
         )
 
     with stop.installed():
-        results, processed = run_with_ledger(open_batch_ledger(config), tasks, run, on_result)
+        results, processed = run_with_ledger(
+            open_batch_ledger(config, outputs), tasks, run, on_result, config.batch.since
+        )
     group_results = summarise_groups(results, config.review)
     finished = datetime.now(UTC).astimezone()
     info = run_info(config, inputs, outputs, started, finished, results, processed)

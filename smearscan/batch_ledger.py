@@ -25,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,11 @@ import numpy as np
 from smearscan import __version__
 from smearscan.atomic import atomic_write
 from smearscan.config import ProcessConfig
-from smearscan.errors import SmearscanError
+from smearscan.errors import ConfigError, SmearscanError
 from smearscan.fingerprint import params_hash
 from smearscan.ledger import Ledger
-from smearscan.results import SlideResult
+from smearscan.results import OutputPaths, SlideResult
+from smearscan.since import parse_since
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,12 @@ _NOT_HASHED = ("batch", "output")
 
 
 def result_params(config: ProcessConfig) -> dict[str, Any]:
-    """The settings a slide's result depends on (hashed into the ledger key)."""
+    """The settings a slide's result depends on (hashed into the ledger key).
+
+    The smearscan version is one of them: after an upgrade every slide runs again.
+    """
     values = config.to_dict()
-    return {k: v for k, v in values.items() if k not in _NOT_HASHED}
+    return {"version": __version__} | {k: v for k, v in values.items() if k not in _NOT_HASHED}
 
 
 def _plain(value: Any) -> Any:
@@ -77,9 +83,7 @@ class BatchLedger:
         self.classifier_sha = classifier_sha256(config.classify.classifier)
         self.params = params_hash(result_params(config))
         self.ledger = Ledger.open(self.path)
-        self.run_id = self.ledger.start_run(
-            {"version": __version__, "params_hash": self.params, **result_params(config)}
-        )
+        self.run_id = self.ledger.start_run({"params_hash": self.params, **result_params(config)})
         self._ids: dict[str, int] = {}
 
     def plan(self, tasks: Sequence[Any]) -> tuple[list[Any], dict[str, SlideResult]]:
@@ -127,15 +131,41 @@ class BatchLedger:
                 error=f"not run again ({reason}){earlier}",
                 group=getattr(task, "group", ""),
             )
-        file = self.results_dir / f"{row.slide_id}.json"
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-            result = SlideResult(**data)
-        except (OSError, ValueError, TypeError) as exc:
-            log.warning("%s: stored result %s unusable (%s); processing again", task, file, exc)
+        result = self._load(row.slide_id, task.relative)
+        if result is None:
             return None
         result.slide, result.group = task.relative, getattr(task, "group", result.group)
         return result
+
+    def _load(self, slide_id: int, name: str) -> SlideResult | None:
+        """The stored result of ledger row ``slide_id`` (None: unusable, or its masks are gone)."""
+        file = self.results_dir / f"{slide_id}.json"
+        try:
+            result = SlideResult(**json.loads(file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("%s: stored result %s unusable (%s); processing again", name, file, exc)
+            return None
+        if result.mask_path and not Path(result.mask_path).is_dir():
+            log.warning("%s: its masks %s are gone; processing again", name, result.mask_path)
+            return None
+        return result
+
+    def earlier_results(self, since: datetime | None, exclude: set[str]) -> list[SlideResult]:
+        """Stored results of slides done at or after ``since`` (None: ever), for the report.
+
+        Only each path's latest row counts, and only when it is ``ok``; paths in
+        ``exclude`` (the slides of this run, already in the report) are left out.
+        Ordered by slide name.
+        """
+        rows = self.ledger.slides(since, "ok", latest_per_path=True)
+        found = []
+        for row in rows:
+            if row.path in exclude:
+                continue
+            result = self._load(row.slide_id, row.name)
+            if result is not None:
+                found.append(result)
+        return sorted(found, key=lambda r: (r.slide, r.path))
 
     def finished(self, key: str, result: SlideResult) -> None:
         """Record one processed slide (``ok`` with its stored result, or ``failed``)."""
@@ -169,14 +199,22 @@ class BatchLedger:
         self.ledger.close()
 
 
-def open_batch_ledger(config: ProcessConfig) -> BatchLedger | None:
-    """The batch's ledger when ``config.batch.ledger`` names one, else None."""
-    batch = config.batch
-    if not batch.ledger:
+def ledger_path(config: ProcessConfig, outputs: OutputPaths) -> Path | None:
+    """The batch's ledger file: ``batch.ledger``, else ``OUT_ledger.sqlite``; None: no ledger."""
+    if not config.batch.use_ledger:
         return None
-    return BatchLedger(
-        Path(batch.ledger), config, force=batch.force, retry_failed=batch.retry_failed
-    )
+    return Path(config.batch.ledger) if config.batch.ledger else outputs.ledger
+
+
+def open_batch_ledger(config: ProcessConfig, outputs: OutputPaths) -> BatchLedger | None:
+    """The batch's ledger (see :func:`ledger_path`), opened, or None without one."""
+    path = ledger_path(config, outputs)
+    if path is None:
+        if config.batch.since is not None:
+            raise ConfigError("--since needs the run ledger (it was turned off: --no-ledger)")
+        return None
+    batch = config.batch
+    return BatchLedger(path, config, force=batch.force, retry_failed=batch.retry_failed)
 
 
 def run_with_ledger(
@@ -184,6 +222,7 @@ def run_with_ledger(
     tasks: Sequence[Any],
     run: Callable[[list[Any], Callable[[SlideResult], None] | None], list[SlideResult]],
     on_result: Callable[[SlideResult], None] | None,
+    since: str | None = None,
 ) -> tuple[list[SlideResult], int]:
     """Run the tasks (those the ledger says need it); results in task order.
 
@@ -192,9 +231,11 @@ def run_with_ledger(
         tasks: Every slide of the batch.
         run: ``run(tasks, on_result) -> results`` (the executor).
         on_result: The caller's per-slide callback.
+        since: ``--since`` (:mod:`smearscan.since`): the ledger's other slides
+            done since then follow the tasks' results, ordered by name.
 
     Returns:
-        ``(results of every task, number of slides processed)``.
+        ``(results of every task, then the earlier slides; number of slides processed)``.
     """
     if ledger is None:
         return run(list(tasks), on_result), len(tasks)
@@ -210,7 +251,10 @@ def run_with_ledger(
     try:
         new = iter(run(todo, record))
         interrupted = False
+        results = [kept[t.key] if t.key in kept else next(new) for t in tasks]
+        if since is not None:
+            mine = {os.path.abspath(t.path) for t in tasks}  # as the ledger keys them
+            results += ledger.earlier_results(parse_since(since), mine)
     finally:
         ledger.close(interrupted)
-    results = [kept[t.key] if t.key in kept else next(new) for t in tasks]
     return results, len(todo)

@@ -11,6 +11,8 @@ Exit codes of ``smearscan process``:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -201,25 +203,36 @@ def process(
     ledger: Annotated[
         Path | None,
         typer.Option(
-            help="SQLite run ledger (shared across nights): slides done before with the "
-            "same content, models and settings are not run again, their stored results go "
-            "into the report. Default: none, every slide runs.",
+            help="SQLite run ledger, e.g. one shared across nights: slides done before with "
+            "the same content, models and settings are not run again, their stored results "
+            "go into the report. Default: OUT_ledger.sqlite beside the report.",
+            show_default=False,
         ),
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="With --ledger: run every slide again.")
+    no_ledger: Annotated[
+        bool, typer.Option("--no-ledger", help="No ledger: every slide runs, nothing is recorded.")
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run every slide again.")] = False,
     retry_failed: Annotated[
-        bool,
-        typer.Option("--retry-failed", help="With --ledger: run slides that failed before."),
+        bool, typer.Option("--retry-failed", help="Run slides that failed before again.")
     ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="The report also covers every slide the ledger records done since then, "
+            "whatever the inputs: an ISO date or time (2026-12-01, 2026-12-01T18:00), a "
+            "span back from now (36h, 7d), or 'all'. Default: only this run's slides.",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[
         float,
         typer.Option(
             "--wait",
             min=0,
             help="Seconds to wait when another run holds OUT.lock (writes the same "
-            "output); without it such a run exits at once with code 3.",
+            "output) or the lock of the same --ledger; without it such a run exits at "
+            "once with code 3.",
         ),
     ] = 0.0,
     log_format: LogFormatOption = LogFormat.TEXT,
@@ -239,7 +252,8 @@ def process(
     Writes OUT.xlsx, OUT_cells.parquet, OUT.zarr, OUT_previews/ and OUT.log.
 
     Exit codes: 0 all slides ok, 1 some slides failed, 2 usage or configuration
-    error, 3 another run holds OUT.lock (see --wait), 4 no slide found. SIGINT or
+    error, 3 another run holds OUT.lock or the lock of the --ledger (see --wait),
+    4 no slide found (a re-run whose slides are all done exits 0). SIGINT or
     SIGTERM stops after the slides in progress (report written, exit 1); a second
     one aborts at once.
     """
@@ -281,6 +295,8 @@ def process(
                     batch__workers=workers,
                     batch__scheduler=scheduler,
                     batch__ledger=str(ledger) if ledger else None,
+                    batch__use_ledger=False if no_ledger else None,
+                    batch__since=since,
                     batch__force=force or None,
                     batch__retry_failed=retry_failed or None,
                     batch__max_pixels=max_pixels,
@@ -290,12 +306,38 @@ def process(
                     review__min_wbc_count=min_wbc_count,
                 ),
             )
-            code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
+            with _ledger_lock(config, out, wait):
+                code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
         except SmearscanError as exc:  # configuration, inputs that do not exist...
             fail_usage(str(exc))
     finally:
         lock.release()
     raise typer.Exit(code)
+
+
+@contextmanager
+def _ledger_lock(config: Any, out: Path, wait: float) -> Iterator[None]:
+    """Hold ``LEDGER.lock`` of a ledger given by path (shared by several outputs); exit 3
+    when another run holds it. The default ledger beside the report is covered by OUT.lock."""
+    from smearscan.batch_ledger import ledger_path
+    from smearscan.results import OutputPaths
+    from smearscan.runlock import LockedError, RunLock, lock_path_for
+
+    outputs = OutputPaths.for_report(out)
+    path = ledger_path(config, outputs)
+    if path is None or path.absolute() == outputs.ledger.absolute():
+        yield
+        return
+    lock = RunLock(lock_path_for(path), wait_s=wait)
+    try:
+        lock.acquire()
+    except LockedError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(EXIT_LOCKED) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> int:

@@ -280,10 +280,16 @@ class BatchConfig:
             the header before decoding) a slide may claim; larger ones fail at
             the ``read`` stage (decompression bombs). Default about 50000 x 50000.
         ledger: SQLite run ledger (:mod:`smearscan.batch_ledger`): slides done
-            before with the same content, models and settings are not run again;
-            None: every slide runs.
+            before with the same content, models and settings are not run again.
+            None: ``OUT_ledger.sqlite`` beside the report.
+        use_ledger: False: no ledger, every slide runs (``--no-ledger``).
         force: With a ledger, run every slide again.
         retry_failed: With a ledger, run slides that failed before again.
+        since: With a ledger, the report also covers every slide the ledger
+            records done at or after this time, whatever this run's inputs:
+            an ISO date or time (local time unless it has an offset), a span
+            back from now (``36h``, ``7d``) or ``all``. None: only this run's
+            slides.
     """
 
     workers: int = 1
@@ -291,11 +297,17 @@ class BatchConfig:
     patterns: tuple[str, ...] = ()
     max_pixels: int = 2_500_000_000
     ledger: str | None = None
+    use_ledger: bool = True
     force: bool = False
     retry_failed: bool = False
+    since: str | None = None
 
     def __post_init__(self) -> None:
         _positive("batch.workers", self.workers)
+        if self.since is not None:
+            from smearscan.since import parse_since
+
+            parse_since(self.since)  # ConfigError now rather than after the slides ran
         if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int | float):
             raise ConfigError(f"batch.max_pixels must be a number, got {self.max_pixels!r}")
         _positive("batch.max_pixels", self.max_pixels)

@@ -117,12 +117,15 @@ class OutputPaths:
         zarr: ``OUT.zarr`` (one OME-NGFF group per slide).
         log: ``OUT.log``.
         previews: ``OUT_previews/``.
+        ledger: ``OUT_ledger.sqlite``, the default run ledger (its stored results
+            in ``OUT_ledger_results/``).
     """
 
     report: Path
     zarr: Path
     log: Path
     previews: Path
+    ledger: Path
 
     @classmethod
     def for_report(cls, report: Path) -> OutputPaths:
@@ -134,6 +137,7 @@ class OutputPaths:
             zarr=stem.with_suffix(".zarr"),
             log=stem.with_suffix(".log"),
             previews=stem.parent / f"{stem.name}_previews",
+            ledger=stem.parent / f"{stem.name}_ledger.sqlite",
         )
 
 

@@ -18,7 +18,8 @@ import pytest
 
 from smearscan.config import ProcessConfig
 from smearscan.ledger import Ledger
-from smearscan.pipeline import process_batch
+from smearscan.batch import process_batch
+from smearscan.errors import ConfigError
 from smearscan.synth import generate_field, write_field
 
 
@@ -86,3 +87,57 @@ def test_changed_content_or_settings_run_again(folder: Path, tmp_path: Path):
     assert again.processed == 1
     changed = _config(ledger).with_overrides(cells={"min_cell_area_um2": 25.0})
     assert process_batch([folder], tmp_path / "c" / "r.xlsx", changed).processed == 3
+
+
+def test_default_ledger_beside_the_report(folder: Path, tmp_path: Path):
+    report = tmp_path / "out" / "r.xlsx"
+    config = _config(tmp_path / "unused.sqlite")
+    config = dataclasses.replace(config, batch=dataclasses.replace(config.batch, ledger=None))
+    assert process_batch([folder], report, config).processed == 3
+    assert (tmp_path / "out" / "r_ledger.sqlite").is_file()
+    assert not (tmp_path / "unused.sqlite").exists()
+    assert process_batch([folder], report, config).processed == 0
+    off = config.with_overrides(batch={"use_ledger": False})
+    assert process_batch([folder], report, off).processed == 3
+
+
+def test_a_slide_whose_masks_were_removed_runs_again(folder: Path, tmp_path: Path):
+    ledger = tmp_path / "ledger.sqlite"
+    first = process_batch([folder], tmp_path / "a" / "r.xlsx", _config(ledger))
+    shutil.rmtree(next(r for r in first.results if r.slide == "field1.png").mask_path)
+    again = process_batch([folder], tmp_path / "a" / "r.xlsx", _config(ledger))
+    assert again.processed == 1
+    assert Path(next(r for r in again.results if r.slide == "field1.png").mask_path).is_dir()
+
+
+def test_since_reports_the_ledger_slides_of_other_inputs(folder: Path, tmp_path: Path):
+    ledger = tmp_path / "ledger.sqlite"
+    night1 = process_batch([folder], tmp_path / "n1" / "r.xlsx", _config(ledger))
+    tonight = tmp_path / "tonight"
+    write_field(generate_field(7, 600, 500), tonight / "field7.png")
+    only = process_batch([tonight / "field7.png"], tmp_path / "n2" / "r.xlsx", _config(ledger))
+    assert [r.slide for r in only.results] == ["field7.png"]
+
+    everything = process_batch(
+        [tonight / "field7.png"], tmp_path / "n3" / "r.xlsx", _config(ledger, since="all")
+    )
+    assert everything.processed == 0
+    assert [r.slide for r in everything.results] == ["field7.png", "field1.png", "field2.png"]
+    cells = _cells(tmp_path / "n3" / "r.xlsx")
+    earlier = _cells(tmp_path / "n1" / "r.xlsx")
+    pd.testing.assert_frame_equal(
+        cells[cells.slide != "field7.png"].reset_index(drop=True), earlier
+    )
+    future = process_batch(
+        [tonight / "field7.png"], tmp_path / "n4" / "r.xlsx", _config(ledger, since="2999-01-01")
+    )
+    assert [r.slide for r in future.results] == ["field7.png"]
+    assert night1.processed == 3
+
+
+def test_since_needs_a_ledger_and_a_valid_time(folder: Path, tmp_path: Path):
+    with pytest.raises(ConfigError, match="since"):
+        _config(tmp_path / "l.sqlite", since="last tuesday")
+    no_ledger = _config(tmp_path / "l.sqlite", since="7d", use_ledger=False)
+    with pytest.raises(ConfigError, match="--no-ledger"):
+        process_batch([folder], tmp_path / "r.xlsx", no_ledger)

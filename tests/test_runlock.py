@@ -88,3 +88,29 @@ def test_the_lock_dies_with_its_process(tmp_path):
 def test_negative_wait_is_refused(tmp_path):
     with pytest.raises(ValueError, match="wait"):
         RunLock(tmp_path / "x.lock", wait_s=-1)
+
+
+def test_two_runs_on_one_ledger_with_different_outputs_one_exits_3(field, tmp_path):
+    ledger = tmp_path / "shared" / "ledger.sqlite"
+    holder = RunLock(lock_path_for(ledger)).acquire()  # another night's run on this ledger
+    try:
+        done = subprocess.run(
+            _process(field, tmp_path / "b" / "r.xlsx", "--ledger", str(ledger)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        holder.release()
+    assert done.returncode == EXIT_LOCKED, done.stderr
+    assert "ledger.lock" in done.stderr and "--wait" in done.stderr
+    assert not ledger.exists()  # the ledger was not touched
+    runs = [
+        subprocess.Popen(
+            _process(field, tmp_path / name / "r.xlsx", "--ledger", str(ledger)),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("c", "d")
+    ]
+    assert sorted(p.wait(timeout=180) for p in runs) == [0, EXIT_LOCKED]
