@@ -17,7 +17,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from smearscan.fingerprint import (
     params_hash,
     regular_file_stat,
 )
+from smearscan.ledger_rows import LedgerRow, row_from
 
 __all__ = ["FileIdentity", "Ledger", "LedgerError", "LedgerRow", "params_hash"]
 
@@ -40,6 +40,13 @@ SCHEMA_VERSION = 1  # a ledger with a newer schema is refused
 RUN_STATUSES = ("running", "finished", "interrupted")
 SLIDE_STATUSES = ("running", "ok", "failed", "skipped")
 FAILED_REASON = "failed (use --retry-failed)"
+#: Attempts after which a slide left ``running`` by killed runs is not tried again
+#: without ``--retry-failed``: a slide that kills or hangs the process each night
+#: must not keep the nights after it from finishing.
+MAX_INTERRUPTIONS = 3
+INTERRUPTED_REASON = (
+    f"the runs processing it were killed {MAX_INTERRUPTIONS} times (use --retry-failed)"
+)
 
 _SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -66,32 +73,6 @@ _KEY = " AND ".join(f"{c} = ?" for c in _KEY_COLS.split(", "))
 
 class LedgerError(SmearscanError):
     """The ledger cannot be used (not a ledger, newer schema, busy, unknown row)."""
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    """One ``slides`` row (one attempt), columns as in the schema; times UTC ISO 8601."""
-
-    slide_id: int
-    path: str
-    name: str
-    size_bytes: int
-    mtime_ns: int
-    sha256: str
-    model_sha256: str
-    classifier_sha256: str
-    params_hash: str
-    status: str
-    error_stage: str
-    error: str
-    zarr_path: str
-    preview_path: str
-    seconds: float | None
-    run_id: int
-    attempts: int
-    started_utc: str
-    finished_utc: str | None
-    updated_utc: str
 
 
 def _now() -> str:
@@ -324,7 +305,9 @@ class Ledger:
             ``(process, reason)``, reason one of: ``forced``; ``done`` (an ``ok``
             row with this content, models and parameters); ``failed (use
             --retry-failed)``, or ``retry failed`` with ``retry_failed``;
-            ``interrupted`` (left ``running`` by a killed run); ``in progress``
+            ``interrupted`` (left ``running`` by a killed run), or
+            :data:`INTERRUPTED_REASON` after :data:`MAX_INTERRUPTIONS` attempts
+            (processed again only with ``retry_failed``); ``in progress``
             (``running`` in a live run; not processed); ``skipped before``;
             ``changed`` (path known with other content, models or parameters);
             ``new``.
@@ -333,12 +316,12 @@ class Ledger:
             return True, "forced"
         key = (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
         rows = self._query(
-            "SELECT s.status, run_id, r.status, r.host, r.pid FROM slides s "
+            "SELECT s.status, run_id, r.status, r.host, r.pid, s.attempts FROM slides s "
             f"JOIN runs r USING (run_id) WHERE {_KEY}",
             key,
         )
         if rows:
-            status, run_id, run_status, host, pid = tuple(rows[0])
+            status, run_id, run_status, host, pid, attempts = tuple(rows[0])
             if status == "ok":
                 return False, "done"
             if status == "failed":
@@ -347,6 +330,8 @@ class Ledger:
                 return True, "skipped before"
             if run_status == "running" and self._alive(run_id, host, pid):
                 return False, "in progress"
+            if attempts >= MAX_INTERRUPTIONS and not retry_failed:
+                return False, INTERRUPTED_REASON
             return True, "interrupted"
         if self._query("SELECT 1 FROM slides WHERE path = ? LIMIT 1", (identity.path,)):
             return True, "changed"
@@ -424,7 +409,7 @@ class Ledger:
         """The row of this slide content, models and parameters, or None."""
         key = (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
         rows = self._query(f"SELECT * FROM slides WHERE {_KEY}", key)
-        return _row(rows[0]) if rows else None
+        return row_from(rows[0]) if rows else None
 
     def interrupted_slides(self) -> list[LedgerRow]:
         """Rows left ``running`` by a run no longer alive (killed): not done, processed again."""
@@ -434,7 +419,7 @@ class Ledger:
             "WHERE s.status = 'running' ORDER BY s.path"
         )
         return [
-            _row(r)
+            row_from(r)
             for r in rows
             if r["r_status"] != "running" or not self._alive(r["run_id"], r["r_host"], r["r_pid"])
         ]
@@ -469,36 +454,32 @@ class Ledger:
                 "ORDER BY t.updated_utc DESC, t.slide_id DESC LIMIT 1)"
             )
         sql = f"SELECT * FROM slides WHERE {' AND '.join(where)} ORDER BY path, updated_utc"
-        return [_row(r) for r in self._query(sql, tuple(args))]
+        return [row_from(r) for r in self._query(sql, tuple(args))]
 
     def summary(self, last_runs: int = 5) -> dict[str, Any]:
         """What ``smearscan status`` shows: ``ledger``, ``schema_version``, ``slides``
         (``paths`` and a count per status of each path's latest row),
-        ``interrupted_slides`` (count) and ``runs``: the last ``last_runs`` runs,
-        newest first, with their columns but ``params_json`` and ``slides`` (count
-        per status).
+        ``interrupted_slides`` (count) and ``runs`` (:meth:`runs`).
         """
         latest = self.slides(latest_per_path=True)
-        runs = []
-        for r in self._query("SELECT * FROM runs ORDER BY run_id DESC LIMIT ?", (last_runs,)):
-            per = self._query(
-                "SELECT status, COUNT(*) FROM slides WHERE run_id = ? GROUP BY status",
-                (r["run_id"],),
-            )
-            info = {k: r[k] for k in r.keys() if k != "params_json"}  # noqa: SIM118
-            runs.append(info | {"slides": {p[0]: p[1] for p in per}})
         return {
             "ledger": str(self.path),
             "schema_version": SCHEMA_VERSION,
             "slides": {"paths": len(latest)}
             | {s: sum(r.status == s for r in latest) for s in SLIDE_STATUSES},
             "interrupted_slides": len(self.interrupted_slides()),
-            "runs": runs,
+            "runs": self.runs(last_runs),
         }
 
-
-_ROW_FIELDS = tuple(f.name for f in fields(LedgerRow))
-
-
-def _row(row: sqlite3.Row) -> LedgerRow:
-    return LedgerRow(**{name: row[name] for name in _ROW_FIELDS})
+    def runs(self, last: int = 5) -> list[dict[str, Any]]:
+        """The last ``last`` runs, newest first: their columns but ``params_json``, and
+        ``slides``, the count of their slide rows per status."""
+        found = []
+        for r in self._query("SELECT * FROM runs ORDER BY run_id DESC LIMIT ?", (last,)):
+            per = self._query(
+                "SELECT status, COUNT(*) FROM slides WHERE run_id = ? GROUP BY status",
+                (r["run_id"],),
+            )
+            info = {k: r[k] for k in r.keys() if k != "params_json"}  # noqa: SIM118
+            found.append(info | {"slides": {p[0]: p[1] for p in per}})
+        return found

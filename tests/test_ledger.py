@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from smearscan.errors import InputError, SmearscanError
-from smearscan.ledger import FAILED_REASON, FileIdentity, Ledger, LedgerError, params_hash
+from smearscan.ledger import (
+    FAILED_REASON,
+    INTERRUPTED_REASON,
+    MAX_INTERRUPTIONS,
+    FileIdentity,
+    Ledger,
+    LedgerError,
+    params_hash,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "a" * 64
@@ -322,3 +330,25 @@ def test_unchanged_done_slides_checked_without_hashing(tmp_path: Path) -> None:
     assert not any(i.hashed for i in identities)
     assert decisions == [(False, "done")] * 100
     assert isinstance(identities[0], FileIdentity)
+
+
+def test_a_slide_whose_runs_keep_dying_is_not_tried_again(tmp_path: Path) -> None:
+    slide = _slide(tmp_path, "poison.tif")
+    db = tmp_path / "l.sqlite"
+    for attempt in range(1, MAX_INTERRUPTIONS + 1):
+        with Ledger.open(db) as ledger:  # each run dies while processing the slide
+            identity = ledger.file_identity(slide)
+            expected = (True, "new") if attempt == 1 else (True, "interrupted")
+            assert ledger.should_process(identity, MODEL, CLASSIFIER, PARAMS) == expected
+            run_id = ledger.start_run({})
+            ledger.mark_running(identity, MODEL, CLASSIFIER, PARAMS, run_id=run_id)
+    with Ledger.open(db) as ledger:
+        identity = ledger.file_identity(slide)
+        assert ledger.should_process(identity, MODEL, CLASSIFIER, PARAMS) == (
+            False,
+            INTERRUPTED_REASON,
+        )
+        assert ledger.should_process(identity, MODEL, CLASSIFIER, PARAMS, retry_failed=True) == (
+            True,
+            "interrupted",
+        )
