@@ -368,3 +368,53 @@ def test_image_size_read_from_header_only(tmp_path: Path) -> None:
             open_slide(tmp_path / name)
     with Image.open(io.BytesIO(_encode(".png", rgb))) as image:
         assert image.size == (8, 8)
+
+
+def _without_file_permission_override() -> None:
+    """In a child about to exec as root: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    from the capability bounding set, so that root obeys file modes like anyone else."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH (linux/capability.h)
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_unreadable_file_gets_an_errors_row(tmp_path: Path, field_rgb) -> None:
+    """A file the run may not read (mode 000) is one ``Errors`` row; the batch goes on.
+
+    Root reads any file, so as root the run is started without the capabilities
+    that let it ignore file modes.
+    """
+    import subprocess
+    import sys
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("good.png", "unreadable.png"):
+        cv2.imwrite(str(slides / name), cv2.cvtColor(field_rgb, cv2.COLOR_RGB2BGR))
+    (slides / "unreadable.png").chmod(0)
+    report = tmp_path / "out" / "r.xlsx"
+    command = [
+        sys.executable, "-m", "smearscan", "process", str(slides), "--out", str(report),
+        "--model", "classical", "--classifier", "rules", "--pixel-size", "0.1",
+        "--no-previews", "--quiet",
+    ]  # fmt: skip
+    as_root = os.geteuid() == 0
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=_without_file_permission_override if as_root else None,
+        )
+    except subprocess.SubprocessError as exc:  # no CAP_SETPCAP to drop them with
+        pytest.skip(f"cannot start a run that obeys file modes as root: {exc}")
+    assert done.returncode == 1, done.stderr
+    errors = pd.read_excel(report, sheet_name="Errors")
+    assert errors["slide"].tolist() == ["unreadable.png"]
+    assert "permission denied" in " ".join(errors.astype(str).values.ravel()).lower()
+    summary = pd.read_excel(report, sheet_name="Summary").set_index("slide")
+    assert summary.loc["good.png", "status"] == "ok"
