@@ -11,6 +11,7 @@ the stage, so a batch can record it and go on with the other slides.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -32,6 +33,14 @@ from smearscan.errors import ProcessingError, SmearscanError
 from smearscan.flags import apply_field_flags
 from smearscan.grouping import UNGROUPED_NOTE
 from smearscan.inference import TilePredictor, choose_device
+from smearscan.limits import (
+    SlideMemoryError,
+    SlideTimeoutError,
+    check_deadline,
+    check_memory,
+    deadline,
+    memory_estimate,
+)
 from smearscan.models.base import ModelSpec, calibrate_if_supported
 from smearscan.quality import slide_quality
 from smearscan.registry import load_model
@@ -52,8 +61,11 @@ from smearscan.tiling import Tile, TileGrid, Window
 from smearscan.zarr_store import (
     SlideStore,
     check_key,
+    clear_staging,
     create_slide_store,
     discard_slide_store,
+    discard_staged_store,
+    publish_slide_store,
     slide_key,
 )
 
@@ -65,11 +77,20 @@ CALIBRATION_PX = 2048
 
 @contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Re-raise any failure inside the block as a :class:`ProcessingError` of stage ``name``."""
+    """Re-raise any failure inside the block as a :class:`ProcessingError` of stage ``name``.
+
+    A slide past its ``--slide-timeout`` fails on entering the block (stage
+    ``timeout``), as it does at the checks inside the block.
+    """
     try:
+        check_deadline(name)
         yield
     except ProcessingError:
         raise
+    except SlideTimeoutError as exc:
+        raise ProcessingError("timeout", str(exc)) from exc
+    except SlideMemoryError as exc:
+        raise ProcessingError("memory", str(exc)) from exc
     except SmearscanError as exc:
         raise ProcessingError(name, str(exc)) from exc
     except MemoryError as exc:
@@ -197,6 +218,33 @@ def _finish(merger: Merger, store: SlideStore, result: SlideResult, spec: ModelS
     result.mask_path = str(store.path)
 
 
+def _check_memory(slide: Slide, grid: TileGrid, spec: ModelSpec, config: ProcessConfig) -> bool:
+    """Whether to blend in memory; fail the slide (stage ``memory``) over ``--max-memory``.
+
+    In memory when the probabilities fit ``tiling.in_memory_limit_mb`` and the
+    slide then fits ``--max-memory``; else streamed band by band into Zarr.
+    """
+    with stage("memory"):
+        height, width = grid.rows.length, grid.cols.length
+        chunk = max(int(np.prod(c)) for c in itertools.product(*slide.array.chunks))
+        parts = {
+            "source_bytes": min(slide.array.nbytes, 4 * chunk),
+            "mask_shape": (height, width),
+            "n_classes": spec.n_classes,
+            "band_px": band_rows_for(grid) * grid.rows.stride + grid.rows.tile,
+            "tile_px": max(grid.rows.tile, grid.cols.tile),
+            "batch_size": min(config.inference.batch_size, len(grid)),
+            "network": spec.name != "classical",
+        }
+        limit = config.batch.max_memory_mb
+        whole = memory_estimate(in_memory=True, **parts)  # type: ignore[arg-type]
+        fits = (spec.n_classes + 1) * height * width * 4 <= config.tiling.in_memory_limit_mb << 20
+        if fits and (limit is None or whole.total_mib <= limit):
+            return True
+        check_memory(memory_estimate(in_memory=False, **parts), limit)  # type: ignore[arg-type]
+        return False
+
+
 def _segment(
     slide: Slide,
     result: SlideResult,
@@ -207,7 +255,12 @@ def _segment(
     progress: TileProgress | None,
     previews_dir: Path | None,
 ) -> None:
-    """Resample, calibrate, run the tiles, write the masks, find the cells, draw the previews."""
+    """Resample, calibrate, run the tiles, write the masks, find the cells, draw the previews.
+
+    The group is built in the staging directory and published to
+    ``OUT.zarr/<key>`` only once all of that succeeded; on any failure it is
+    removed and ``OUT.zarr`` is untouched.
+    """
     model, spec, predictor = _predictor(config)
     s = scale_factor(pixel_size_um, spec.input_pixel_size_um)
     height, width = scaled_shape(slide.height, slide.width, s)
@@ -218,7 +271,7 @@ def _segment(
         sample = resample_window(read, _central_window(height, width, CALIBRATION_PX), s)
         calibrate_if_supported(model, sample)
     grid = plan_grid(height, width, spec, config.tiling)
-    in_memory = (spec.n_classes + 1) * height * width * 4 <= config.tiling.in_memory_limit_mb << 20
+    in_memory = _check_memory(slide, grid, spec, config)
     with stage("write"):
         store = create_slide_store(
             zarr_path,
@@ -231,6 +284,39 @@ def _segment(
             write_probabilities=config.output.write_probabilities,
             attrs=_store_attrs(result, spec, s),
         )
+    try:
+        _fill(store, read, s, grid, in_memory, result, spec, predictor, config, progress)
+        if previews_dir is not None:
+            previews_or_note(
+                read,
+                store.group["labels/cells/0"],
+                result,
+                s,
+                previews_dir,
+                key,
+                config.output.preview_max_side_px,
+            )
+        with stage("write"):
+            publish_slide_store(store)  # only now does OUT.zarr/<key> change
+    except BaseException:  # a failure, a stop or an interrupt: no staged group stays behind
+        discard_staged_store(store)
+        raise
+
+
+def _fill(
+    store: SlideStore,
+    read: Reader,
+    s: float,
+    grid: TileGrid,
+    in_memory: bool,
+    result: SlideResult,
+    spec: ModelSpec,
+    predictor: TilePredictor,
+    config: ProcessConfig,
+    progress: TileProgress | None,
+) -> None:
+    """Fill a slide's staged group: the tiles and masks, the cells, the quality measures."""
+    height, width = store.classes.shape
     merger = _merger(grid, spec, store, in_memory)
     total, done = len(grid), 0
 
@@ -239,6 +325,7 @@ def _segment(
         done += n
         if progress is not None:
             progress(result.slide, done, total)
+        check_deadline("the next tiles")
 
     start = time.perf_counter()
     with stage("segment"):
@@ -278,16 +365,6 @@ def _segment(
             max_windows=review.quality_max_windows,
         ).as_dict()
         apply_field_flags(result, review)
-    if previews_dir is not None:
-        previews_or_note(
-            read,
-            store.group["labels/cells/0"],
-            result,
-            s,
-            previews_dir,
-            key,
-            config.output.preview_max_side_px,
-        )
 
 
 def _process_into(
@@ -365,8 +442,11 @@ def process_slide(
 
 
 def prepare_outputs(outputs: OutputPaths) -> None:
-    """Create the run's ``OUT.zarr`` root once, before slides write into it concurrently."""
+    """Create the run's ``OUT.zarr`` root once, before slides write into it concurrently,
+    and remove the staged groups a killed run left (the caller holds the output's lock,
+    so no other run is staging there)."""
     zarr.open_group(outputs.zarr, mode="a", zarr_format=3)
+    clear_staging(outputs.zarr)
 
 
 def run_slide_safely(
@@ -384,7 +464,8 @@ def run_slide_safely(
         slide=task.relative, path=real_path(task.path), group=task.group or task.relative
     )
     try:
-        _process_into(result, config, zarr_path, task.key, progress, previews_dir, task.path)
+        with deadline(config.batch.slide_timeout_s):
+            _process_into(result, config, zarr_path, task.key, progress, previews_dir, task.path)
     except ProcessingError as exc:
         log.error("%s failed at %s: %s", task.relative, exc.stage, exc.message)
         result.status, result.error_stage, result.error = "failed", exc.stage, exc.message
