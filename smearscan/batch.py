@@ -49,6 +49,14 @@ class SlideTask:
     grouped: bool = True
 
 
+def _announced(
+    fn: Callable[[SlideTask], SlideResult], starting: Callable[[SlideTask], None], task: SlideTask
+) -> SlideResult:
+    """``fn(task)``, after telling ``starting`` that the slide begins."""
+    starting(task)
+    return fn(task)
+
+
 def process_batch(
     inputs: Sequence[Path],
     report: Path,
@@ -91,7 +99,11 @@ def process_batch(
     previews = outputs.previews.resolve() if config.output.write_previews else None
     stop = StopRequest()  # SIGINT/SIGTERM: the slides in progress finish, the rest are skipped
 
-    def run(todo: list[SlideTask], done: Callable[[SlideResult], None]) -> list[SlideResult]:
+    def run(
+        todo: list[SlideTask],
+        done: Callable[[SlideResult], None] | None,
+        starting: Callable[[SlideTask], None],
+    ) -> list[SlideResult]:
         if not todo:  # every slide done before: no model, no Zarr, no torch import
             return []
         from smearscan.pipeline import prepare_outputs, run_slide_safely
@@ -105,8 +117,11 @@ def process_batch(
             progress=None if distributed else progress,
             previews_dir=previews,
         )
+        if distributed:  # the workers start them: recorded as sent
+            for task in todo:
+                starting(task)
         return run_tasks(
-            fn if distributed else partial(unless_stopped, fn, stop),
+            fn if distributed else partial(unless_stopped, partial(_announced, fn, starting), stop),
             todo,
             workers=config.batch.workers,
             scheduler=config.batch.scheduler,

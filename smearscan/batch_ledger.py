@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -104,9 +105,7 @@ class BatchLedger:
             if stored is not None:
                 kept[task.key] = stored
                 continue
-            self._ids[task.key] = self.ledger.mark_running(
-                *key, run_id=self.run_id, name=task.relative
-            )
+            self._ids[task.key] = self.ledger.queue(*key, run_id=self.run_id, name=task.relative)
             todo.append(task)
         log.info(
             "ledger %s: %d slide(s) to process, %d already done or skipped",
@@ -167,6 +166,17 @@ class BatchLedger:
                 found.append(result)
         return sorted(found, key=lambda r: (r.slide, r.path))
 
+    def started(self, task: Any) -> None:
+        """Record that ``task`` starts now (``running``; a kill from now on counts as an
+        attempt). Never raises: a ledger that cannot be written is logged, the slide runs."""
+        slide_id = self._ids.get(task.key)
+        if slide_id is None:
+            return
+        try:
+            self.ledger.start(slide_id)
+        except (SmearscanError, sqlite3.Error) as exc:
+            log.error("ledger %s: cannot record that %s started: %s", self.path, task, exc)
+
     def finished(self, key: str, result: SlideResult) -> None:
         """Record one processed slide (``ok`` with its stored result, or ``failed``)."""
         slide_id = self._ids.get(key)
@@ -217,10 +227,17 @@ def open_batch_ledger(config: ProcessConfig, outputs: OutputPaths) -> BatchLedge
     return BatchLedger(path, config, force=batch.force, retry_failed=batch.retry_failed)
 
 
+#: ``run(tasks, on_result, on_start) -> results``: the executor of a batch; it calls
+#: ``on_start(task)`` as each slide begins and ``on_result(result)`` as it ends.
+Runner = Callable[
+    [list[Any], Callable[[SlideResult], None] | None, Callable[[Any], None]], list[SlideResult]
+]
+
+
 def run_with_ledger(
     ledger: BatchLedger | None,
     tasks: Sequence[Any],
-    run: Callable[[list[Any], Callable[[SlideResult], None] | None], list[SlideResult]],
+    run: Runner,
     on_result: Callable[[SlideResult], None] | None,
     since: str | None = None,
 ) -> tuple[list[SlideResult], int]:
@@ -229,7 +246,7 @@ def run_with_ledger(
     Args:
         ledger: The batch's ledger, or None to run every task.
         tasks: Every slide of the batch.
-        run: ``run(tasks, on_result) -> results`` (the executor).
+        run: The executor (:data:`Runner`).
         on_result: The caller's per-slide callback.
         since: ``--since`` (:mod:`smearscan.since`): the ledger's other slides
             done since then follow the tasks' results, ordered by name.
@@ -238,7 +255,7 @@ def run_with_ledger(
         ``(results of every task, then the earlier slides; number of slides processed)``.
     """
     if ledger is None:
-        return run(list(tasks), on_result), len(tasks)
+        return run(list(tasks), on_result, lambda _task: None), len(tasks)
     todo, kept = ledger.plan(tasks)
     by_name = {t.relative: t.key for t in todo}
 
@@ -249,7 +266,7 @@ def run_with_ledger(
 
     interrupted = True
     try:
-        new = iter(run(todo, record))
+        new = iter(run(todo, record, ledger.started))
         interrupted = False
         results = [kept[t.key] if t.key in kept else next(new) for t in tasks]
         if since is not None:

@@ -30,7 +30,7 @@ from smearscan.fingerprint import (
     params_hash,
     regular_file_stat,
 )
-from smearscan.ledger_rows import LedgerRow, row_from
+from smearscan.ledger_rows import SLIDE_STATUSES, LedgerQueries, LedgerRow, row_from
 
 __all__ = ["FileIdentity", "Ledger", "LedgerError", "LedgerRow", "params_hash"]
 
@@ -38,9 +38,10 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1  # a ledger with a newer schema is refused
 RUN_STATUSES = ("running", "finished", "interrupted")
-SLIDE_STATUSES = ("running", "ok", "failed", "skipped")
 FAILED_REASON = "failed (use --retry-failed)"
-#: Attempts after which a slide left ``running`` by killed runs is not tried again
+#: Reason of a slide row a run has planned but not yet started (status ``skipped``).
+QUEUED = "queued: not started yet"
+#: Started attempts after which a slide left ``running`` by killed runs is not tried again
 #: without ``--retry-failed``: a slide that kills or hangs the process each night
 #: must not keep the nights after it from finishing.
 MAX_INTERRUPTIONS = 3
@@ -92,7 +93,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class Ledger:
+class Ledger(LedgerQueries):
     """An open run ledger (:meth:`Ledger.open`; a context manager; threads may share one)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -337,6 +338,56 @@ class Ledger:
             return True, "changed"
         return True, "new"
 
+    def queue(
+        self,
+        identity: FileIdentity,
+        model_sha: str,
+        classifier_sha: str,
+        params_hash: str,
+        *,
+        run_id: int,
+        name: str | None = None,
+    ) -> int:
+        """Record that run ``run_id`` will process this slide; return the row's ``slide_id``.
+
+        The row is ``skipped`` with the reason :data:`QUEUED` until :meth:`start`:
+        a run killed before it got to the slide leaves it to be processed
+        again, without counting an attempt. A known key reuses its row
+        (outputs and error cleared).
+
+        Args:
+            name: The slide's name as found under the input (default: file name).
+        """
+        now = _now()
+        key = (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
+        sizes = (identity.size_bytes, identity.mtime_ns)
+        with self._tx() as c:
+            c.execute(
+                f"INSERT INTO slides ({_KEY_COLS}, name, size_bytes, mtime_ns, status, error, "
+                "run_id, attempts, started_utc, updated_utc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'skipped', ?, ?, 0, ?, ?) "
+                f"ON CONFLICT ({_KEY_COLS}) DO UPDATE SET name = excluded.name, "
+                "size_bytes = excluded.size_bytes, mtime_ns = excluded.mtime_ns, "
+                "status = 'skipped', error_stage = '', error = excluded.error, zarr_path = '', "
+                "preview_path = '', seconds = NULL, run_id = excluded.run_id, "
+                "finished_utc = NULL, updated_utc = excluded.updated_utc",
+                (*key, name or Path(identity.path).name, *sizes, QUEUED, run_id, now, now),
+            )
+            return int(c.execute(f"SELECT slide_id FROM slides WHERE {_KEY}", key).fetchone()[0])
+
+    def start(self, slide_id: int) -> None:
+        """Record that slide row ``slide_id`` starts now: ``running``, ``attempts`` + 1."""
+        now = _now()
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE slides SET status = 'running', error_stage = '', error = '', "
+                "attempts = attempts + 1, started_utc = ?, finished_utc = NULL, "
+                "updated_utc = ? WHERE slide_id = ?",
+                (now, now, slide_id),
+            )
+            if cur.rowcount != 1:
+                raise LedgerError(f"ledger {self.path} has no slide row {slide_id}")
+
     def mark_running(
         self,
         identity: FileIdentity,
@@ -347,29 +398,12 @@ class Ledger:
         run_id: int,
         name: str | None = None,
     ) -> int:
-        """Record that run ``run_id`` starts this slide; return the row's ``slide_id``.
-
-        A retry (same key) reuses the row: outputs and error cleared, ``attempts`` + 1.
-
-        Args:
-            name: The slide's name as found under the input (default: file name).
-        """
-        now = _now()
-        key = (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
-        sizes = (identity.size_bytes, identity.mtime_ns)
-        with self._tx() as c:
-            c.execute(
-                f"INSERT INTO slides ({_KEY_COLS}, name, size_bytes, mtime_ns, status, run_id, "
-                "started_utc, updated_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) "
-                f"ON CONFLICT ({_KEY_COLS}) DO UPDATE SET name = excluded.name, "
-                "size_bytes = excluded.size_bytes, mtime_ns = excluded.mtime_ns, "
-                "status = 'running', error_stage = '', error = '', zarr_path = '', "
-                "preview_path = '', seconds = NULL, run_id = excluded.run_id, "
-                "attempts = attempts + 1, started_utc = excluded.started_utc, "
-                "finished_utc = NULL, updated_utc = excluded.updated_utc",
-                (*key, name or Path(identity.path).name, *sizes, run_id, now, now),
-            )
-            return int(c.execute(f"SELECT slide_id FROM slides WHERE {_KEY}", key).fetchone()[0])
+        """:meth:`queue` then :meth:`start` at once; return the row's ``slide_id``."""
+        slide_id = self.queue(
+            identity, model_sha, classifier_sha, params_hash, run_id=run_id, name=name
+        )
+        self.start(slide_id)
+        return slide_id
 
     def _finish(self, slide_id: int, status: str, **columns: str | float) -> None:
         now = _now()
@@ -411,51 +445,6 @@ class Ledger:
         rows = self._query(f"SELECT * FROM slides WHERE {_KEY}", key)
         return row_from(rows[0]) if rows else None
 
-    def interrupted_slides(self) -> list[LedgerRow]:
-        """Rows left ``running`` by a run no longer alive (killed): not done, processed again."""
-        rows = self._query(
-            "SELECT s.*, r.status AS r_status, r.host AS r_host, r.pid AS r_pid "
-            "FROM slides s JOIN runs r USING (run_id) "
-            "WHERE s.status = 'running' ORDER BY s.path"
-        )
-        return [
-            row_from(r)
-            for r in rows
-            if r["r_status"] != "running" or not self._alive(r["run_id"], r["r_host"], r["r_pid"])
-        ]
-
-    def slides(
-        self,
-        since: datetime | None = None,
-        status: str | None = None,
-        *,
-        latest_per_path: bool = False,
-    ) -> list[LedgerRow]:
-        """Rows of the ledger ordered by path, then time (e.g. to build a report).
-
-        Args:
-            since: Only rows updated at or after this time (naive means UTC).
-            status: Only rows with this status (one of :data:`SLIDE_STATUSES`).
-            latest_per_path: Only the most recently updated row of each path.
-        """
-        where, args = ["1"], []
-        if since is not None:
-            aware = since if since.tzinfo else since.replace(tzinfo=UTC)
-            where.append("updated_utc >= ?")
-            args.append(aware.astimezone(UTC).isoformat(timespec="microseconds"))
-        if status is not None:
-            if status not in SLIDE_STATUSES:
-                raise ValueError(f"slide status must be one of {SLIDE_STATUSES}, not {status!r}")
-            where.append("status = ?")
-            args.append(status)
-        if latest_per_path:
-            where.append(
-                "slide_id = (SELECT t.slide_id FROM slides t WHERE t.path = slides.path "
-                "ORDER BY t.updated_utc DESC, t.slide_id DESC LIMIT 1)"
-            )
-        sql = f"SELECT * FROM slides WHERE {' AND '.join(where)} ORDER BY path, updated_utc"
-        return [row_from(r) for r in self._query(sql, tuple(args))]
-
     def summary(self, last_runs: int = 5) -> dict[str, Any]:
         """What ``smearscan status`` shows: ``ledger``, ``schema_version``, ``slides``
         (``paths`` and a count per status of each path's latest row),
@@ -470,16 +459,3 @@ class Ledger:
             "interrupted_slides": len(self.interrupted_slides()),
             "runs": self.runs(last_runs),
         }
-
-    def runs(self, last: int = 5) -> list[dict[str, Any]]:
-        """The last ``last`` runs, newest first: their columns but ``params_json``, and
-        ``slides``, the count of their slide rows per status."""
-        found = []
-        for r in self._query("SELECT * FROM runs ORDER BY run_id DESC LIMIT ?", (last,)):
-            per = self._query(
-                "SELECT status, COUNT(*) FROM slides WHERE run_id = ? GROUP BY status",
-                (r["run_id"],),
-            )
-            info = {k: r[k] for k in r.keys() if k != "params_json"}  # noqa: SIM118
-            found.append(info | {"slides": {p[0]: p[1] for p in per}})
-        return found
