@@ -23,6 +23,7 @@ from smearscan.cell_types import CELL_TYPES
 from smearscan.classify import CellClassifier, classify_cells
 from smearscan.config import CellsConfig, ClassifyConfig
 from smearscan.instances import Cell, SlideInstances, find_instances, paint_labels
+from smearscan.limits import check_deadline
 from smearscan.morphometry import measure_cells
 from smearscan.resample import Reader, resample_window, to_source
 from smearscan.results import SlideResult
@@ -61,6 +62,7 @@ def write_instance_labels(store: SlideStore, cells: list[Cell], pixel_size_um: f
             if block.intersect(box) is not None:
                 by_block[block].append(index)
     for block, indices in by_block.items():
+        check_deadline("cells")
         chosen = set(indices)
         subset = [cells[i] if i in chosen else None for i in range(max(indices) + 1)]
         for array, nuclei in ((cells_array, False), (nuclei_array, True)):
@@ -168,6 +170,7 @@ def run_cell_stage(
     height, width = store.classes.shape
 
     def read_classes(w: Window) -> np.ndarray:
+        check_deadline("cells")  # once per block: --slide-timeout holds inside the stage
         return np.asarray(store.classes[w.y0 : w.y1, w.x0 : w.x1])
 
     found = find_instances(read_classes, height, width, pixel_size_um, config)
@@ -179,9 +182,10 @@ def run_cell_stage(
             b for b in blocks if b.y0 <= cell.centroid_y < b.y1 and b.x0 <= cell.centroid_x < b.x1
         )
         groups[core].append((cell_id, cell))
-    frames = [
-        _measure_block(g, read, s, pixel_size_um, found.rbc_diameter_px) for g in groups.values()
-    ]
+    frames = []
+    for group in groups.values():
+        check_deadline("cells")
+        frames.append(_measure_block(group, read, s, pixel_size_um, found.rbc_diameter_px))
     features = (
         pd.concat(frames).set_index("cell_id")
         if frames

@@ -11,6 +11,7 @@ Exit codes of ``smearscan process``:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -216,6 +217,26 @@ def process(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Run slides that failed before again.")
     ] = False,
+    slide_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--slide-timeout",
+            min=0.001,
+            help="Seconds one slide may take; a slide still running then fails (stage "
+            "timeout) and the batch goes on. Default: no limit.",
+            show_default=False,
+        ),
+    ] = None,
+    max_memory: Annotated[
+        int | None,
+        typer.Option(
+            "--max-memory",
+            min=1,
+            help="MB one slide may need (estimated before it starts from its size and the "
+            "tiling); a slide needing more fails at the memory stage. Default: no limit.",
+            show_default=False,
+        ),
+    ] = None,
     since: Annotated[
         str | None,
         typer.Option(
@@ -297,6 +318,8 @@ def process(
                     batch__ledger=str(ledger) if ledger else None,
                     batch__use_ledger=False if no_ledger else None,
                     batch__since=since,
+                    batch__slide_timeout_s=slide_timeout,
+                    batch__max_memory_mb=max_memory,
                     batch__force=force or None,
                     batch__retry_failed=retry_failed or None,
                     batch__max_pixels=max_pixels,
@@ -369,10 +392,13 @@ def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> i
         )
         return EXIT_SLIDES_FAILED
     failed = batch.failed
+    status = Counter(r.status for r in batch.results)
     log.info(
-        "done: %d ok, %d failed; report %s, masks %s",
-        len(batch.results) - len(failed),
-        len(failed),
+        "done: %d ok, %d failed, %d skipped (%d processed by this run); report %s, masks %s",
+        status["ok"],
+        status["failed"],
+        status["skipped"],
+        batch.processed,
         batch.outputs.report,
         batch.outputs.zarr,
     )

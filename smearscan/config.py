@@ -285,6 +285,12 @@ class BatchConfig:
         use_ledger: False: no ledger, every slide runs (``--no-ledger``).
         force: With a ledger, run every slide again.
         retry_failed: With a ledger, run slides that failed before again.
+        slide_timeout_s: A slide still running after this many seconds fails
+            (stage ``timeout``) and the batch goes on; checked between stages,
+            tile batches and cell blocks (:mod:`smearscan.limits`). None: no limit.
+        max_memory_mb: A slide whose estimated peak memory (decoded source,
+            masks, one batch of tiles through the network) exceeds this fails at
+            the ``memory`` stage before it starts. None: no limit.
         since: With a ledger, the report also covers every slide the ledger
             records done at or after this time, whatever this run's inputs:
             an ISO date or time (local time unless it has an offset), a span
@@ -300,10 +306,16 @@ class BatchConfig:
     use_ledger: bool = True
     force: bool = False
     retry_failed: bool = False
+    slide_timeout_s: float | None = None
+    max_memory_mb: int | None = None
     since: str | None = None
 
     def __post_init__(self) -> None:
         _positive("batch.workers", self.workers)
+        if self.slide_timeout_s is not None:
+            _positive("batch.slide_timeout_s", self.slide_timeout_s)
+        if self.max_memory_mb is not None:
+            _positive("batch.max_memory_mb", self.max_memory_mb)
         if self.since is not None:
             from smearscan.since import parse_since
 
