@@ -47,13 +47,17 @@ def _process(workdir: Path, extra: list[str]) -> tuple[float, int, str]:
     return seconds, done.returncode, str(run.loc["slides_processed"].iloc[0])
 
 
-def _write_fields(folder: Path, seeds: range, width: int, height: int) -> None:
+def _write_fields(folder: Path, seeds: range, width: int, height: int, wbc: int | None) -> None:
     for seed in seeds:
         path = folder / f"field_{seed:04d}.png"
         if not path.exists():
-            write_field(generate_field(seed, width, height), path)
+            write_field(generate_field(seed, width, height, n_wbc=wbc), path)
     for extra in folder.glob("*_truth.*"):
         extra.unlink()
+
+
+def _cells_rows(workdir: Path) -> int:
+    return len(pd.read_excel(workdir / "out" / "report.xlsx", sheet_name="Cells"))
 
 
 def main() -> None:
@@ -64,6 +68,13 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=2592)
     parser.add_argument("--height", type=int, default=1944)
     parser.add_argument("--workers", type=int, default=2, help="for the first, full run")
+    parser.add_argument(
+        "--wbc",
+        type=int,
+        default=None,
+        help="WBCs per field (default: the generator's, 15 per 2592x1944 field, a dense "
+        "worst case; a normal smear has about 1-2 per 100x camera field)",
+    )
     parser.add_argument("--fresh", action="store_true", help="start from an empty workdir")
     parser.add_argument("extra", nargs="*", help="more process options, after --")
     args = parser.parse_args()
@@ -71,7 +82,7 @@ def main() -> None:
     if args.fresh and args.workdir.exists():
         shutil.rmtree(args.workdir)
     slides = args.workdir / "slides"
-    _write_fields(slides, range(args.slides), args.width, args.height)
+    _write_fields(slides, range(args.slides), args.width, args.height, args.wbc)
     seconds, code, processed = _process(args.workdir, ["--workers", str(args.workers), *args.extra])
     print(f"first run: {seconds:.1f} s, {processed} slide(s) processed, exit {code}")
 
@@ -83,7 +94,7 @@ def main() -> None:
         if processed != "0":
             sys.exit(f"a re-run over an unchanged folder processed {processed} slide(s)")
 
-    _write_fields(slides, range(args.slides, args.slides + 1), args.width, args.height)
+    _write_fields(slides, range(args.slides, args.slides + 1), args.width, args.height, args.wbc)
     added_s, code, added = _process(args.workdir, args.extra)
     print(f"one slide added: {added_s:.2f} s, {added} slide(s) processed, exit {code}")
     (slides / f"field_{args.slides:04d}.png").unlink()  # the workdir stays reusable
@@ -92,6 +103,8 @@ def main() -> None:
             {
                 "slides_done": args.slides,
                 "field_px": [args.width, args.height],
+                "wbc_per_field": args.wbc,
+                "cells_rows": _cells_rows(args.workdir),
                 "rerun_s_median": round(statistics.median(times), 3),
                 "rerun_s_max": round(max(times), 3),
                 "rerun_s_all": [round(t, 3) for t in times],

@@ -10,7 +10,9 @@
 #   REPORTS_DIR    where dated reports go      (default: /data/reports)
 #   SMEARSCAN_CONFIG  optional --config TOML file (see smearscan.toml.example)
 #   LEDGER         run ledger shared across nights (default: $REPORTS_DIR/ledger.sqlite;
-#                  empty: none): slides done on an earlier night are not run again
+#                  empty: the ledger beside each night's report, so nothing is
+#                  shared and every night processes every slide): slides done on
+#                  an earlier night are not run again
 #
 # Any arguments are passed on to `smearscan process` (e.g. --quiet,
 # --scheduler tcp://dask-head:8786). The report of day D is
@@ -20,7 +22,7 @@
 #
 # Exit codes are smearscan's: 0 all ok, 1 some slides failed, 2 usage or
 # configuration error (also: this script could not create the report folder),
-# 3 another run holds the output's lock, 4 no slide found (see README "Nightly use").
+# 3 another run holds the output's or the ledger's lock, 4 no slide found (see README "Nightly use").
 set -euo pipefail
 
 SMEARSCAN="${SMEARSCAN:-smearscan}"
