@@ -6,38 +6,58 @@ Sheets (DESIGN.md output contract):
   extra columns (its patient/slide ``group`` and the group's flags, how the
   pixel size was obtained, timings, class area fractions, the image-quality
   measures ``quality_*`` at the model scale).
-* ``Run``: versions, model, every parameter, start/end time, host.
 * ``Cells``: one row per white cell (contract columns, then morphometry);
   the same rows go to ``OUT_cells.parquet`` (CSV without pyarrow).
 * ``Differential``: one row per patient/slide group (``--group-by``; an
   ungrouped field is its own group): the fields' counts added up, percentages
   per type, blast count and percentage, the group flags, with a chart.
+* ``Run``: versions, model, every parameter, start/end time, host.
 * ``Errors``: one row per failed slide: slide, stage, message.
 
-The workbook is written to a temporary file and moved into place, so a
-crash never leaves a half-written report under the final name.
+The workbook is written with XlsxWriter (:mod:`smearscan.report_sheets`):
+it writes a cell in a few microseconds where openpyxl took 10-25, and in its
+``constant_memory`` mode it streams each row to disk instead of keeping a
+cell object per value. Text is always text (a file named ``=cmd|...`` is no
+formula); None, NaN and the infinities are empty cells.
+
+Neither pandas nor openpyxl is imported: a nightly re-run with nothing new
+to process must start and finish quickly, and importing them took longer
+than writing the report. :func:`write_report` works on plain rows
+(:func:`cells_rows`); :func:`cells_frame` (a DataFrame, for callers that
+want one) imports pandas when called; the cell table is written with
+pyarrow from numpy buffers (``pyarrow.array`` on Python objects would
+import pandas).
+
+The workbook and the cell table are written to temporary files and moved
+into place, so a crash never leaves a half-written file under the final name.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
-from openpyxl import Workbook
-from openpyxl.chart import BarChart, Reference
-from openpyxl.styles import Font, PatternFill
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.worksheet import Worksheet
+from typing import TYPE_CHECKING, Any
 
 from smearscan.atomic import atomic_write
 from smearscan.cell_types import CELL_TYPES
 from smearscan.config import ReviewConfig
 from smearscan.flags import summarise_groups
+from smearscan.report_sheets import (
+    new_workbook,
+    percent_bar_chart,
+    plain,
+    summary_style,
+    write_table,
+)
 from smearscan.results import GroupResult, SlideResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from xlsxwriter.workbook import Workbook
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +95,6 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "notes",
     "source_path",
 )
-
-_HEADER_FONT = Font(bold=True)
-_HEADER_FILL = PatternFill("solid", fgColor="DDE6F0")
-_FAILED_FILL = PatternFill("solid", fgColor="F8D7DA")
 
 
 def _relative(path: str, base: Path) -> str:
@@ -132,46 +148,6 @@ def summary_row(result: SlideResult, base: Path) -> dict[str, Any]:
     return row
 
 
-def _write_table(ws: Worksheet, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Header plus rows; text is always text (a file named ``=cmd|...`` is no formula)."""
-    ws.append(list(header))
-    for cell in ws[1]:
-        cell.font, cell.fill = _HEADER_FONT, _HEADER_FILL
-    widths = [len(h) for h in header]
-    for row in rows:
-        ws.append(list(row))
-        for cell in ws[ws.max_row]:
-            if cell.data_type == "f":  # openpyxl makes any "=..." string a formula
-                cell.data_type = "s"
-        for i, value in enumerate(row):
-            widths[i] = max(widths[i], min(60, len(str(value)) if value is not None else 0))
-    ws.freeze_panes = "B2" if ws.title in ("Summary",) else "A2"
-    for i, width in enumerate(widths, start=1):
-        ws.column_dimensions[get_column_letter(i)].width = width + 2
-    if len(header):
-        ws.auto_filter.ref = ws.dimensions
-
-
-def _format_summary(ws: Worksheet, header: Sequence[str]) -> None:
-    formats = {
-        "pixel_size_um": "0.0000",
-        "model_pixel_size_um": "0.00",
-        "seconds": "0.00",
-        "blast_percent": "0.0",
-    }
-    for col, name in enumerate(header, start=1):
-        fmt = formats.get(name) or ("0.0000" if name.endswith("_area_fraction") else None)
-        if fmt is None:
-            continue
-        for (cell,) in ws.iter_rows(min_row=2, min_col=col, max_col=col):
-            cell.number_format = fmt
-    status_col = list(header).index("status") + 1
-    for row in ws.iter_rows(min_row=2):
-        if row[status_col - 1].value == "failed":
-            for cell in row:
-                cell.fill = _FAILED_FILL
-
-
 #: Cells columns fixed by the output contract, in order; morphometry columns follow.
 CELLS_COLUMNS: tuple[str, ...] = (
     "slide",
@@ -192,16 +168,125 @@ CELLS_COLUMNS: tuple[str, ...] = (
 EXCEL_MAX_ROWS = 1_048_576
 
 
+def cells_rows(results: Sequence[SlideResult]) -> tuple[list[str], list[list[Any]]]:
+    """All Cells rows of a run without pandas: contract columns first, then extra columns.
+
+    Extra columns come in the order they first appear (as in :func:`cells_frame`);
+    a value a cell lacks is None.
+
+    Returns:
+        The column names and one list of values per cell.
+    """
+    cells = [row for r in results if r.status == "ok" for row in r.cells]
+    contract = set(CELLS_COLUMNS)
+    extra = dict.fromkeys(k for row in cells for k in row if k not in contract)
+    columns = [*CELLS_COLUMNS, *extra]
+    return columns, [[row.get(c) for c in columns] for row in cells]
+
+
 def cells_frame(results: Sequence[SlideResult]) -> pd.DataFrame:
-    """All Cells rows of a run, contract columns first (empty frame with them when none)."""
+    """All Cells rows of a run, contract columns first (empty frame with them when none).
+
+    Imports pandas when called; :func:`write_report` uses :func:`cells_rows`.
+    """
+    import pandas as pd
+
     rows = [row for r in results if r.status == "ok" for row in r.cells]
     frame = pd.DataFrame(rows)
     extra = [c for c in frame.columns if c not in CELLS_COLUMNS]
     return frame.reindex(columns=[*CELLS_COLUMNS, *extra])
 
 
-def write_cells_table(frame: pd.DataFrame, path: Path) -> Path:
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _arrow_array(values: list[Any]) -> Any:
+    """A pyarrow array of Python values, typed as pandas' ``to_parquet`` typed them.
+
+    None and NaN are null; a column of nothing but nulls is float64, integers
+    with a null are float64, text is ``large_string``; a column mixing types
+    that one Arrow type cannot hold is written as text (pandas raised).
+
+    Built from numpy buffers: converting Python objects with ``pyarrow.array``
+    would import pandas (pyarrow looks for pandas types), which this module
+    keeps off the report's path.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    values = [plain(v) for v in values]
+    n = len(values)
+    valid = [not _is_null(v) for v in values]
+    kinds = {v.__class__ for v, ok in zip(values, valid, strict=True) if ok}
+    nulls = n - sum(valid)
+    bitmap = (
+        pa.py_buffer(np.packbits(np.array(valid, dtype=bool), bitorder="little")) if nulls else None
+    )
+    if not kinds:
+        return pa.nulls(n, pa.float64())
+    if kinds == {bool}:
+        data = np.packbits(
+            np.array([bool(v) and ok for v, ok in zip(values, valid, strict=True)], dtype=bool),
+            bitorder="little",
+        )
+        return pa.Array.from_buffers(pa.bool_(), n, [bitmap, pa.py_buffer(data)], null_count=nulls)
+    if kinds == {int} and not nulls:
+        try:
+            return pa.Array.from_buffers(
+                pa.int64(), n, [None, pa.py_buffer(np.array(values, dtype=np.int64))], null_count=0
+            )
+        except OverflowError:
+            pass
+    elif kinds <= {int, float}:
+        data = np.array(
+            [v if ok else 0.0 for v, ok in zip(values, valid, strict=True)], dtype=np.float64
+        )
+        return pa.Array.from_buffers(
+            pa.float64(), n, [bitmap, pa.py_buffer(data)], null_count=nulls
+        )
+    if kinds != {str}:
+        log.warning(
+            "cell table: a column mixes %s; written as text", sorted(k.__name__ for k in kinds)
+        )
+    encoded = [
+        str(v).encode("utf-8", "replace") if ok else b""
+        for v, ok in zip(values, valid, strict=True)
+    ]
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return pa.Array.from_buffers(
+        pa.large_string(),
+        n,
+        [bitmap, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+        null_count=nulls,
+    )
+
+
+def _write_parquet(columns: Sequence[str], rows: Sequence[Sequence[Any]], tmp: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = [_arrow_array([row[i] for row in rows]) for i in range(len(columns))]
+    pq.write_table(pa.Table.from_arrays(arrays, names=list(columns)), tmp)
+
+
+def _write_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]], tmp: Path) -> None:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(["" if _is_null(v) else v for v in map(plain, row)] for row in rows)
+
+
+def write_cells_table(
+    table: tuple[Sequence[str], Sequence[Sequence[Any]]] | pd.DataFrame, path: Path
+) -> Path:
     """Write the Cells rows to Parquet (or CSV when pyarrow is missing), atomically.
+
+    Args:
+        table: ``(columns, rows)`` from :func:`cells_rows`, written with pyarrow
+            (no pandas), or a DataFrame from :func:`cells_frame`, written by pandas.
+        path: The table's path; its suffix becomes ``.parquet`` or ``.csv``.
 
     Returns:
         The path written (``.parquet`` or ``.csv``).
@@ -209,10 +294,17 @@ def write_cells_table(frame: pd.DataFrame, path: Path) -> Path:
     try:
         import pyarrow  # noqa: F401
 
-        target, write = path.with_suffix(".parquet"), frame.to_parquet
+        target = path.with_suffix(".parquet")
     except ImportError:
-        target, write = path.with_suffix(".csv"), frame.to_csv
-    return atomic_write(target, lambda tmp: write(tmp, index=False))
+        target = path.with_suffix(".csv")
+    parquet = target.suffix == ".parquet"
+    if not isinstance(table, tuple):  # a DataFrame
+        frame = table
+        write = frame.to_parquet if parquet else frame.to_csv
+        return atomic_write(target, lambda tmp: write(tmp, index=False))
+    columns, rows = table
+    writer = _write_parquet if parquet else _write_csv
+    return atomic_write(target, lambda tmp: writer(columns, rows, tmp))
 
 
 #: Differential columns before the per-type counts.
@@ -250,23 +342,24 @@ def differential_rows(groups: Sequence[GroupResult]) -> tuple[list[str], list[li
 
 
 def _differential(wb: Workbook, groups: Sequence[GroupResult]) -> None:
-    """Counts and percentages of WBC types per group, with a stacked bar chart."""
-    ws = wb.create_sheet("Differential")
+    """Counts and percentages of WBC types per group, with a percent-stacked bar chart."""
     header, rows = differential_rows(groups)
-    _write_table(ws, header, rows)
+    ws = write_table(wb, "Differential", header, rows)
     if not any(g.wbc_count for g in groups):
         return
-    chart = BarChart()
-    chart.type, chart.grouping, chart.overlap = "bar", "percentStacked", 100
-    chart.title, chart.y_axis.title = "WBC differential", "% of WBCs counted"
-    first = len(DIFFERENTIAL_LEAD) + len(CELL_TYPES) + 1  # first percent column
-    data = Reference(
-        ws, min_col=first, max_col=first + len(CELL_TYPES) - 1, min_row=1, max_row=len(rows) + 1
+    first = len(DIFFERENTIAL_LEAD) + len(CELL_TYPES)  # first percent column (0-based)
+    percent_bar_chart(
+        wb,
+        ws,
+        range(first, first + len(CELL_TYPES)),
+        len(rows),
+        "WBC differential",
+        "% of WBCs counted",
     )
-    chart.add_data(data, titles_from_data=True)
-    chart.set_categories(Reference(ws, min_col=1, min_row=2, max_row=len(rows) + 1))
-    chart.height, chart.width = max(7.5, 0.6 * len(rows) + 4), 18
-    ws.add_chart(chart, f"A{len(rows) + 4}")
+
+
+def _run_value(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str)) or value is None else str(value)
 
 
 def write_report(
@@ -275,7 +368,11 @@ def write_report(
     run_info: dict[str, Any],
     groups: Sequence[GroupResult] | None = None,
 ) -> Path:
-    """Write ``OUT.xlsx`` atomically.
+    """Write ``OUT.xlsx`` and ``OUT_cells.parquet`` atomically, with XlsxWriter and pyarrow.
+
+    XlsxWriter (``constant_memory``) writes the Cells sheet several times
+    faster than openpyxl did, in memory that does not grow with the rows;
+    no pandas is imported.
 
     Args:
         path: Report path (``.xlsx``).
@@ -291,16 +388,11 @@ def write_report(
     base = path.parent.resolve()
     if groups is None:
         groups = summarise_groups(results, ReviewConfig())
-    rows = [summary_row(r, base) for r in results]
-    extras = sorted({k for r in rows for k in r} - set(SUMMARY_COLUMNS) - set(EXTRA_COLUMNS))
+    summary = [summary_row(r, base) for r in results]
+    extras = sorted({k for r in summary for k in r} - set(SUMMARY_COLUMNS) - set(EXTRA_COLUMNS))
     header = [*SUMMARY_COLUMNS, *EXTRA_COLUMNS, *extras]
-
-    wb = Workbook()
-    summary = wb.active
-    summary.title = "Summary"
-    _write_table(summary, header, ([r.get(c) for c in header] for r in rows))
-    _format_summary(summary, header)
-    cells = cells_frame(results)
+    summary_values = [[r.get(c) for c in header] for r in summary]
+    columns, cells = cells_rows(results)
     if len(cells) >= EXCEL_MAX_ROWS:
         log.warning(
             "%d cells: the Cells sheet keeps the first %d rows, %s has them all",
@@ -308,30 +400,28 @@ def write_report(
             EXCEL_MAX_ROWS - 1,
             path.with_name(f"{path.stem}_cells.*"),
         )
-    cells_sheet = wb.create_sheet("Cells")
-    _write_table(
-        cells_sheet,
-        list(cells.columns),
-        cells.head(EXCEL_MAX_ROWS - 1).itertuples(index=False, name=None),
-    )
-    _differential(wb, groups)
-    _write_table(
-        wb.create_sheet("Run"),
-        ["key", "value"],
-        (
-            [k, v if isinstance(v, (int, float, str)) or v is None else str(v)]
-            for k, v in run_info.items()
-        ),
-    )
-    _write_table(
-        wb.create_sheet("Errors"),
-        ["slide", "stage", "message"],
-        ([r.slide, r.error_stage, r.error] for r in results if r.status == "failed"),
-    )
+    run_rows = [[k, _run_value(v)] for k, v in run_info.items()]
+    error_rows = [[r.slide, r.error_stage, r.error] for r in results if r.status == "failed"]
+
+    def write(tmp: Path) -> None:
+        wb = new_workbook(tmp)
+        try:
+            write_table(wb, "Summary", header, summary_values, summary_style(wb, header))
+            write_table(wb, "Cells", columns, cells[: EXCEL_MAX_ROWS - 1])
+            _differential(wb, groups)
+            write_table(wb, "Run", ["key", "value"], run_rows)
+            write_table(wb, "Errors", ["slide", "stage", "message"], error_rows)
+        except BaseException:
+            try:  # release XlsxWriter's temporary files; the original error counts
+                wb.close()
+            except Exception:
+                log.debug("closing the half-written workbook failed", exc_info=True)
+            raise
+        wb.close()
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_cells_table(cells, path.with_name(f"{path.stem}_cells.parquet"))
-    atomic_write(path, wb.save)
+    write_cells_table((columns, cells), path.with_name(f"{path.stem}_cells.parquet"))
+    atomic_write(path, write)
     log.info(
         "report written: %s (%d slides, %d failed)",
         path,
