@@ -3,10 +3,11 @@
 ``smearscan process --out OUT.xlsx`` holds ``OUT.lock`` (an exclusive
 ``flock``) for the whole run, so two runs writing the same report, Zarr store
 and previews never interleave; a ledger given with ``--ledger`` (shared by
-several outputs) is held the same way through ``LEDGER.lock``. The lock belongs to the open file, so the
-kernel releases it when the process ends in any way, SIGKILL included: there
-is never a stale lock to clean up by hand. The file itself stays, holding the
-pid, host and start time of the last holder (shown to a run that has to wait).
+several outputs) is held the same way through ``LEDGER.lock``. The lock
+belongs to the open file, so the kernel releases it when the process ends in
+any way, SIGKILL included: there is never a stale lock to clean up by hand.
+The file itself stays, holding the pid, host and start time of the last
+holder (shown to a run that has to wait).
 
 A second run either waits for the lock (``--wait SECONDS``) or gives up at
 once with :class:`LockedError`, which the CLI maps to exit code 3.

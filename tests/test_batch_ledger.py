@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from smearscan.config import ProcessConfig
-from smearscan.ledger import Ledger
 from smearscan.batch import process_batch
+from smearscan.config import ProcessConfig
 from smearscan.errors import ConfigError
+from smearscan.ledger import Ledger
 from smearscan.synth import generate_field, write_field
 
 
