@@ -94,21 +94,23 @@ def main() -> None:
         if processed != "0":
             sys.exit(f"a re-run over an unchanged folder processed {processed} slide(s)")
 
-    _write_fields(slides, range(args.slides, args.slides + 1), args.width, args.height, args.wbc)
-    added_s, code, added = _process(args.workdir, args.extra)
-    print(f"one slide added: {added_s:.2f} s, {added} slide(s) processed, exit {code}")
-    (slides / f"field_{args.slides:04d}.png").unlink()  # the workdir stays reusable
+    cells = _cells_rows(args.workdir)  # of the N done slides
+    added = args.slides + 1 + time.time_ns() % 1_000_000  # content the ledger has never seen
+    _write_fields(slides, range(added, added + 1), args.width, args.height, args.wbc)
+    added_s, code, processed_added = _process(args.workdir, args.extra)
+    print(f"one slide added: {added_s:.2f} s, {processed_added} slide(s) processed, exit {code}")
+    (slides / f"field_{added:04d}.png").unlink()  # the workdir stays a set of N slides
     print(
         json.dumps(
             {
                 "slides_done": args.slides,
                 "field_px": [args.width, args.height],
                 "wbc_per_field": args.wbc,
-                "cells_rows": _cells_rows(args.workdir),
+                "cells_rows": cells,
                 "rerun_s_median": round(statistics.median(times), 3),
                 "rerun_s_max": round(max(times), 3),
                 "rerun_s_all": [round(t, 3) for t in times],
-                "added_one_processed": added,
+                "added_one_processed": processed_added,
                 "added_one_s": round(added_s, 2),
             }
         )
