@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from smearscan.batch_ledger import open_batch_ledger, run_with_ledger
+from smearscan.batch_ledger import ledger_path, open_batch_ledger, run_with_ledger
 from smearscan.config import ProcessConfig
 from smearscan.executor import run_tasks
 from smearscan.flags import summarise_groups
@@ -29,6 +29,7 @@ from smearscan.provenance import run_info
 from smearscan.report import write_report
 from smearscan.results import BatchResult, OutputPaths, SlideResult
 from smearscan.review_page import write_review_page
+from smearscan.runlock import lock_path_for
 from smearscan.slide_keys import unique_keys
 from smearscan.stopping import StopRequest, unless_stopped
 
@@ -47,6 +48,24 @@ class SlideTask:
     key: str
     group: str = ""
     grouped: bool = True
+
+
+def _own_outputs(outputs: OutputPaths, config: ProcessConfig) -> list[Path]:
+    """Everything this run writes, never to be taken for a slide when the report lies
+    inside an input folder."""
+    own = [
+        outputs.report,
+        outputs.zarr,
+        outputs.log,
+        outputs.previews,
+        lock_path_for(outputs.report),
+    ]
+    own.append(outputs.report.with_name(f"{outputs.report.stem}_cells.parquet"))
+    ledger = ledger_path(config, outputs)
+    if ledger is not None:
+        own += [ledger, ledger.with_name(f"{ledger.stem}_results"), lock_path_for(ledger)]
+        own += [ledger.with_name(ledger.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+    return own
 
 
 def _announced(
@@ -86,7 +105,9 @@ def process_batch(
     """
     started = datetime.now(UTC).astimezone()
     outputs = OutputPaths.for_report(report)
-    sources = list_inputs([Path(p) for p in inputs], config.batch.patterns)
+    sources = list_inputs(
+        [Path(p) for p in inputs], config.batch.patterns, _own_outputs(outputs, config)
+    )
     keys = unique_keys([s.relative for s in sources])
     groups, grouped = assign_groups([s.relative for s in sources], config.review.group_by)
     tasks = [

@@ -20,9 +20,15 @@ logger = logging.getLogger(__name__)
 
 SIDECAR_SUFFIXES: frozenset[str] = frozenset(
     {".md", ".txt", ".csv", ".tsv", ".json", ".xml", ".xyc", ".npz", ".npy", ".yaml", ".yml",
-     ".toml", ".log", ".html", ".htm", ".parquet", ".xlsx", ".xls", ".db", ".sqlite", ".ini"}
+     ".toml", ".log", ".html", ".htm", ".parquet", ".xlsx", ".xls", ".db", ".sqlite", ".ini",
+     ".lock", ".sqlite-wal", ".sqlite-shm", ".sqlite-journal"}
 )  # fmt: skip
-"""Companion files (annotations, notes, reports) skipped by :func:`list_inputs` without patterns."""
+"""Companion files (annotations, notes, reports, run locks and ledgers) skipped by
+:func:`list_inputs` without patterns."""
+
+#: A folder with this name ending and an ``index.html`` is a run's review folder
+#: (``OUT_previews/``): its PNGs are previews, never slides.
+REVIEW_FOLDER_SUFFIX = "_previews"
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,25 @@ def _entry_is(test: Callable[[], bool]) -> bool:
         return False
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, str]]:
+def _is_output_folder(entry: os.DirEntry[str], excluded: frozenset[str]) -> str:
+    """Why a directory under an input is a smearscan output and not walked ("": walk it)."""
+    if entry.name.lower().endswith(".zarr"):
+        return "Zarr store"
+    if os.path.realpath(entry.path) in excluded:
+        return "an output of this run"
+    if entry.name.endswith(REVIEW_FOLDER_SUFFIX) and os.path.isfile(
+        os.path.join(entry.path, "index.html")
+    ):
+        return "a run's review folder"
+    return ""
+
+
+def _walk(root: Path, excluded: frozenset[str] = frozenset()) -> Iterator[tuple[Path, str]]:
     """Regular files under ``root`` as (path, POSIX relative path), in no particular order.
 
-    Skips names starting with '.' and ``*.zarr`` directories. Directory symlinks
+    Skips names starting with '.', ``*.zarr`` directories, review folders of
+    earlier runs (``*_previews/`` with an ``index.html``) and the directories
+    in ``excluded`` (real paths). Directory symlinks
     are followed after every real directory, and only into directories not yet
     visited, so loops end and linked-in subtrees keep their real paths. Entries
     that are neither files nor directories (broken links, link loops, FIFOs)
@@ -93,8 +114,9 @@ def _walk(root: Path) -> Iterator[tuple[Path, str]]:
                 continue
             relative = f"{prefix}{entry.name}"
             if _entry_is(entry.is_dir):
-                if entry.name.lower().endswith(".zarr"):
-                    logger.debug("skipping Zarr store %s", entry.path)
+                why = _is_output_folder(entry, excluded)
+                if why:
+                    logger.debug("skipping %s: %s", entry.path, why)
                 else:
                     todo = links if entry.is_symlink() else stack
                     todo.append((Path(entry.path), f"{relative}/"))
@@ -104,7 +126,9 @@ def _walk(root: Path) -> Iterator[tuple[Path, str]]:
                 yield Path(entry.path), relative
 
 
-def list_inputs(inputs: Sequence[Path], patterns: Sequence[str] = ()) -> list[SlideSource]:
+def list_inputs(
+    inputs: Sequence[Path], patterns: Sequence[str] = (), exclude: Sequence[Path] = ()
+) -> list[SlideSource]:
     """List the image files of a batch.
 
     Directories are walked recursively (hidden entries and ``*.zarr`` stores
@@ -118,6 +142,8 @@ def list_inputs(inputs: Sequence[Path], patterns: Sequence[str] = ()) -> list[Sl
     Args:
         inputs: Files and/or directories.
         patterns: Glob patterns such as ``"*.tif"`` or ``"**/field_*.jpg"``.
+        exclude: Files and folders never listed, whatever the patterns: the
+            run's own outputs, when the report is written inside an input folder.
 
     Returns:
         Sources sorted by (input order, relative path), each resolved file once.
@@ -126,7 +152,8 @@ def list_inputs(inputs: Sequence[Path], patterns: Sequence[str] = ()) -> list[Sl
         InputError: An input does not exist, or is a Zarr store.
     """
     sources: list[SlideSource] = []
-    seen: set[Path] = set()
+    excluded = frozenset(os.path.realpath(p) for p in exclude)
+    seen: set[Path] = {Path(p) for p in excluded}  # an excluded file is never listed
     for item in inputs:
         root = Path(item).expanduser().absolute()
         if not root.exists():
@@ -134,7 +161,7 @@ def list_inputs(inputs: Sequence[Path], patterns: Sequence[str] = ()) -> list[Sl
         if root.is_dir():
             if root.name.lower().endswith(".zarr"):
                 raise InputError(root, "is a Zarr store (an output), not a folder of images")
-            candidates = sorted(_walk(root), key=lambda found: found[1])
+            candidates = sorted(_walk(root, excluded), key=lambda found: found[1])
         else:
             candidates = [(root, root.name)]
         for path, relative in candidates:

@@ -418,3 +418,23 @@ def test_unreadable_file_gets_an_errors_row(tmp_path: Path, field_rgb) -> None:
     assert "permission denied" in " ".join(errors.astype(str).values.ravel()).lower()
     summary = pd.read_excel(report, sheet_name="Summary").set_index("slide")
     assert summary.loc["good.png", "status"] == "ok"
+
+
+def test_outputs_inside_the_input_folder_are_never_slides(tmp_path: Path, field_rgb) -> None:
+    """A report written into the folder it reads: its own outputs (lock, log, previews,
+    ledger with its WAL files) and an earlier run's review folder are not taken for slides."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "field.png"), cv2.cvtColor(field_rgb, cv2.COLOR_RGB2BGR))
+    config = ProcessConfig(model="classical").with_overrides(
+        classify={"classifier": "rules"}, scale={"pixel_size_um": PIXEL_SIZE_UM}
+    )
+    first = process_batch([folder], folder / "night1.xlsx", config)
+    assert [r.slide for r in first.results] == ["field.png"]
+    (folder / "night1.lock").write_text("held by nobody")  # as a killed run would leave it
+    for report in (folder / "night1.xlsx", folder / "sub" / "night2.xlsx"):
+        again = process_batch([folder], report, config.with_overrides(batch={"force": True}))
+        assert [r.slide for r in again.results] == ["field.png"], [r.slide for r in again.results]
+        assert again.failed == []
+    assert (folder / "night1_previews" / "index.html").is_file()
+    assert list(folder.glob("night1_ledger.sqlite*"))
