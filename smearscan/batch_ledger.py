@@ -150,19 +150,30 @@ class BatchLedger:
         return result
 
     def earlier_results(self, since: datetime | None, exclude: set[str]) -> list[SlideResult]:
-        """Stored results of slides done at or after ``since`` (None: ever), for the report.
+        """The slides the ledger records done or failed at or after ``since`` (None: ever).
 
-        Only each path's latest row counts, and only when it is ``ok``; paths in
-        ``exclude`` (the slides of this run, already in the report) are left out.
-        Ordered by slide name.
+        Only each path's latest row counts: ``ok`` gives its stored result,
+        ``failed`` a failed result with the recorded stage and error. Paths in
+        ``exclude`` (the slides this run processed, already in the report) are
+        left out. Ordered by slide name.
         """
-        rows = self.ledger.slides(since, "ok", latest_per_path=True)
         found = []
-        for row in rows:
-            if row.path in exclude:
+        for row in self.ledger.slides(since, latest_per_path=True):
+            if row.path in exclude or row.status not in ("ok", "failed"):
                 continue
-            result = self._load(row.slide_id, row.name)
-            if result is not None:
+            if row.status == "failed":
+                found.append(
+                    SlideResult(
+                        slide=row.name,
+                        path=row.path,
+                        status="failed",
+                        error_stage=row.error_stage,
+                        error=row.error,
+                        seconds=row.seconds or 0.0,
+                        group=row.name,
+                    )
+                )
+            elif (result := self._load(row.slide_id, row.name)) is not None:
                 found.append(result)
         return sorted(found, key=lambda r: (r.slide, r.path))
 
@@ -248,11 +259,14 @@ def run_with_ledger(
         tasks: Every slide of the batch.
         run: The executor (:data:`Runner`).
         on_result: The caller's per-slide callback.
-        since: ``--since`` (:mod:`smearscan.since`): the ledger's other slides
-            done since then follow the tasks' results, ordered by name.
+        since: ``--since`` (:mod:`smearscan.since`): the report covers the
+            slides this run processed, then every other slide the ledger records
+            done or failed since then (whatever the inputs; input slides done
+            before then are left out), ordered by name.
 
     Returns:
-        ``(results of every task, then the earlier slides; number of slides processed)``.
+        ``(results of every task, or with ``since`` of the tasks run and the
+        earlier slides; number of slides processed)``.
     """
     if ledger is None:
         return run(list(tasks), on_result, lambda _task: None), len(tasks)
@@ -270,8 +284,10 @@ def run_with_ledger(
         interrupted = False
         results = [kept[t.key] if t.key in kept else next(new) for t in tasks]
         if since is not None:
-            mine = {os.path.abspath(t.path) for t in tasks}  # as the ledger keys them
-            results += ledger.earlier_results(parse_since(since), mine)
+            ran = {t.key for t in todo}
+            results = [r for t, r in zip(tasks, results, strict=True) if t.key in ran]
+            paths = {os.path.abspath(t.path) for t in todo}  # as the ledger keys them
+            results += ledger.earlier_results(parse_since(since), paths)
     finally:
         ledger.close(interrupted)
     return results, len(todo)

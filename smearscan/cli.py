@@ -240,9 +240,10 @@ def process(
     since: Annotated[
         str | None,
         typer.Option(
-            help="The report also covers every slide the ledger records done since then, "
-            "whatever the inputs: an ISO date or time (2026-12-01, 2026-12-01T18:00), a "
-            "span back from now (36h, 7d), or 'all'. Default: only this run's slides.",
+            help="The report covers what this run processed and every slide the ledger "
+            "records done or failed since then, whatever the inputs: an ISO date or time "
+            "(2026-12-01, 2026-12-01T18:00), a span back from now (36h, 7d), or 'all'. "
+            "Default: every slide of the inputs.",
             show_default=False,
         ),
     ] = None,
@@ -377,7 +378,8 @@ def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> i
         )
     if not batch.results:
         log.warning(
-            "no slide found under %s; wrote an empty report %s",
+            "no slide to report (none found under %s, or none in the --since period); "
+            "wrote an empty report %s",
             ", ".join(map(str, inputs)),
             batch.outputs.report,
         )

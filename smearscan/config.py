@@ -291,11 +291,12 @@ class BatchConfig:
         max_memory_mb: A slide whose estimated peak memory (decoded source,
             masks, one batch of tiles through the network) exceeds this fails at
             the ``memory`` stage before it starts. None: no limit.
-        since: With a ledger, the report also covers every slide the ledger
-            records done at or after this time, whatever this run's inputs:
-            an ISO date or time (local time unless it has an offset), a span
-            back from now (``36h``, ``7d``) or ``all``. None: only this run's
-            slides.
+        since: With a ledger, the report covers the slides this run processed
+            and every slide the ledger records done or failed at or after this
+            time, whatever the inputs (slides of the inputs done before it are
+            left out): an ISO date or time (local time unless it has an
+            offset), a span back from now (``36h``, ``7d``) or ``all``. None:
+            every slide of this run's inputs.
     """
 
     workers: int = 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -110,29 +111,42 @@ def test_a_slide_whose_masks_were_removed_runs_again(folder: Path, tmp_path: Pat
     assert Path(next(r for r in again.results if r.slide == "field1.png").mask_path).is_dir()
 
 
-def test_since_reports_the_ledger_slides_of_other_inputs(folder: Path, tmp_path: Path):
+def test_since_reports_the_ledger_slides_of_the_period(folder: Path, tmp_path: Path):
     ledger = tmp_path / "ledger.sqlite"
     night1 = process_batch([folder], tmp_path / "n1" / "r.xlsx", _config(ledger))
-    tonight = tmp_path / "tonight"
-    write_field(generate_field(7, 600, 500), tonight / "field7.png")
-    only = process_batch([tonight / "field7.png"], tmp_path / "n2" / "r.xlsx", _config(ledger))
-    assert [r.slide for r in only.results] == ["field7.png"]
+    assert night1.processed == 3
+    after_night1 = datetime.now(UTC).isoformat()
+    write_field(generate_field(7, 600, 500), folder / "field7.png")
 
-    everything = process_batch(
-        [tonight / "field7.png"], tmp_path / "n3" / "r.xlsx", _config(ledger, since="all")
+    # tonight over the grown folder, reporting tonight only: just the new slide
+    tonight = process_batch(
+        [folder], tmp_path / "n2" / "r.xlsx", _config(ledger, since=after_night1)
     )
-    assert everything.processed == 0
-    assert [r.slide for r in everything.results] == ["field7.png", "field1.png", "field2.png"]
+    assert tonight.processed == 1
+    assert [r.slide for r in tonight.results] == ["field7.png"]
+
+    # a report over the whole ledger from one file of it: nothing processed
+    other = tmp_path / "elsewhere"
+    write_field(generate_field(8, 600, 500), other / "field8.png")
+    everything = process_batch(
+        [other / "field8.png"], tmp_path / "n3" / "r.xlsx", _config(ledger, since="all")
+    )
+    assert everything.processed == 1
+    names = [r.slide for r in everything.results]
+    assert names == ["field8.png", "broken.png", "field1.png", "field2.png", "field7.png"]
+    assert {r.slide: r.status for r in everything.results}["broken.png"] == "failed"
     cells = _cells(tmp_path / "n3" / "r.xlsx")
     earlier = _cells(tmp_path / "n1" / "r.xlsx")
     pd.testing.assert_frame_equal(
-        cells[cells.slide != "field7.png"].reset_index(drop=True), earlier
+        cells[cells.slide.isin(["field1.png", "field2.png"])].reset_index(drop=True), earlier
     )
+    errors = pd.read_excel(tmp_path / "n3" / "r.xlsx", sheet_name="Errors")
+    assert errors["slide"].tolist() == ["broken.png"]
+
     future = process_batch(
-        [tonight / "field7.png"], tmp_path / "n4" / "r.xlsx", _config(ledger, since="2999-01-01")
+        [other / "field8.png"], tmp_path / "n4" / "r.xlsx", _config(ledger, since="2999-01-01")
     )
-    assert [r.slide for r in future.results] == ["field7.png"]
-    assert night1.processed == 3
+    assert future.processed == 0 and future.results == []
 
 
 def test_since_needs_a_ledger_and_a_valid_time(folder: Path, tmp_path: Path):
