@@ -13,6 +13,8 @@
 #                  empty: the ledger beside each night's report, so nothing is
 #                  shared and every night processes every slide): slides done on
 #                  an earlier night are not run again
+#   SINCE          --since for the report (e.g. 26h: the slides of about the last
+#                  night only); default empty: every slide of SLIDES_DIR
 #
 # Any arguments are passed on to `smearscan process` (e.g. --quiet,
 # --scheduler tcp://dask-head:8786). The report of day D is
@@ -44,6 +46,9 @@ if [[ -n "${SMEARSCAN_CONFIG}" ]]; then
 fi
 if [[ -n "${LEDGER}" ]]; then
     args+=(--ledger "${LEDGER}")
+fi
+if [[ -n "${SINCE:-}" ]]; then
+    args+=(--since "${SINCE}")
 fi
 
 # exec: the exit code (and signals from systemd/cron) are smearscan's own.

@@ -270,6 +270,7 @@ def run_with_ledger(
     """
     if ledger is None:
         return run(list(tasks), on_result, lambda _task: None), len(tasks)
+    start = parse_since(since) if since is not None else None  # from the batch's start
     todo, kept = ledger.plan(tasks)
     by_name = {t.relative: t.key for t in todo}
 
@@ -287,7 +288,7 @@ def run_with_ledger(
             ran = {t.key for t in todo}
             results = [r for t, r in zip(tasks, results, strict=True) if t.key in ran]
             paths = {os.path.abspath(t.path) for t in todo}  # as the ledger keys them
-            results += ledger.earlier_results(parse_since(since), paths)
+            results += ledger.earlier_results(start, paths)
     finally:
         ledger.close(interrupted)
     return results, len(todo)
