@@ -115,7 +115,7 @@ def memory_estimate(
     mask_shape: tuple[int, int],
     n_classes: int,
     in_memory: bool,
-    band_px: int,
+    stream_px: int,
     tile_px: int,
     batch_size: int,
     network: bool,
@@ -129,17 +129,18 @@ def memory_estimate(
         n_classes: Classes of the model.
         in_memory: The probabilities of the whole slide are blended in memory
             (float32 per class plus the weights), else band by band into Zarr.
-        band_px: Rows of one band when streaming (two are held at a time).
+        stream_px: Pixels (per class) the streaming merger holds at once: the
+            boundary block row across the slide plus the open blocks of a band.
         tile_px: Side of one tile (halo included), pixels.
         batch_size: Tiles per forward pass.
         network: A neural network (else the classical segmenter).
     """
     height, width = mask_shape
-    rows = height if in_memory else min(height, 2 * max(1, band_px))
+    held = height * width if in_memory else min(height * width, stream_px)
     per_px = NETWORK_BYTES_PER_PX if network else CLASSICAL_BYTES_PER_PX
     return MemoryEstimate(
         source_mib=source_bytes / _MIB,  # float32 sums and weights, then uint8 outputs
-        masks_mib=(n_classes + 1) * 5 * rows * width / _MIB,
+        masks_mib=(n_classes + 1) * 5 * held / _MIB,
         inference_mib=batch_size * tile_px * tile_px * per_px / _MIB,
     )
 

@@ -11,8 +11,8 @@ the stage, so a batch can record it and go on with the other slides.
 
 from __future__ import annotations
 
-import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +59,7 @@ from smearscan.stitching import (
 )
 from smearscan.tiling import Tile, TileGrid, Window
 from smearscan.zarr_store import (
+    CHUNK_PX,
     SlideStore,
     check_key,
     clear_staging,
@@ -226,22 +227,24 @@ def _check_memory(slide: Slide, grid: TileGrid, spec: ModelSpec, config: Process
     """
     with stage("memory"):
         height, width = grid.rows.length, grid.cols.length
-        chunk = max(int(np.prod(c)) for c in itertools.product(*slide.array.chunks))
+        chunk = math.prod(max(sizes) for sizes in slide.array.chunks)  # bytes: uint8
         parts = {
             "source_bytes": min(slide.array.nbytes, 4 * chunk),
             "mask_shape": (height, width),
             "n_classes": spec.n_classes,
-            "band_px": band_rows_for(grid) * grid.rows.stride + grid.rows.tile,
+            # streaming holds one block row across the slide and a band's open blocks
+            "stream_px": CHUNK_PX * width
+            + (band_rows_for(grid) * grid.rows.stride + grid.rows.tile) * 3 * grid.cols.tile,
             "tile_px": max(grid.rows.tile, grid.cols.tile),
             "batch_size": min(config.inference.batch_size, len(grid)),
             "network": spec.name != "classical",
         }
         limit = config.batch.max_memory_mb
-        whole = memory_estimate(in_memory=True, **parts)  # type: ignore[arg-type]
+        whole = memory_estimate(in_memory=True, **parts)
         fits = (spec.n_classes + 1) * height * width * 4 <= config.tiling.in_memory_limit_mb << 20
         if fits and (limit is None or whole.total_mib <= limit):
             return True
-        check_memory(memory_estimate(in_memory=False, **parts), limit)  # type: ignore[arg-type]
+        check_memory(memory_estimate(in_memory=False, **parts), limit)
         return False
 
 

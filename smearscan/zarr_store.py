@@ -51,6 +51,9 @@ from smearscan.slide_keys import (  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
+#: Chunk side (pixels) of every array of a slide group; also the streaming merger's block.
+CHUNK_PX = 256
+
 #: Display colours (RGBA) of the semantic classes in ``labels/classes``.
 CLASS_COLORS: dict[str, tuple[int, int, int, int]] = {
     "background": (0, 0, 0, 0),
@@ -286,7 +289,7 @@ def create_slide_store(
     width: int,
     pixel_size_um: float,
     classes: tuple[str, ...] = SEMANTIC_CLASSES,
-    chunk_px: int = 256,
+    chunk_px: int = CHUNK_PX,
     write_image: bool = True,
     write_probabilities: bool = True,
     attrs: dict[str, Any] | None = None,

@@ -100,7 +100,7 @@ def test_memory_estimate_parts() -> None:
         source_bytes=2592 * 1944 * 3,
         mask_shape=(1944, 2592),
         n_classes=5,
-        band_px=128,
+        stream_px=256 * 2592,
         tile_px=1344,
         batch_size=1,
         network=True,
@@ -108,7 +108,7 @@ def test_memory_estimate_parts() -> None:
     whole = memory_estimate(in_memory=True, **common)
     streamed = memory_estimate(in_memory=False, **common)
     assert whole.source_mib == pytest.approx(14.4, abs=0.1)
-    assert whole.masks_mib > 5 * streamed.masks_mib  # two bands of 128 rows instead of 1944
+    assert whole.masks_mib > 5 * streamed.masks_mib  # one block row of 256 instead of 1944 rows
     assert whole.inference_mib == pytest.approx(1344 * 1344 * 400 / 2**20)
     check_memory(whole, None)
     check_memory(whole, int(whole.total_mib) + 1)
