@@ -104,9 +104,17 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
 
 def status(
     ledger: Annotated[
-        Path,
+        Path | None,
         typer.Option("--ledger", help="The run ledger (SQLite) to summarise.", show_default=False),
-    ],
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Or the report of a run: its default ledger OUT_ledger.sqlite.",
+            show_default=False,
+        ),
+    ] = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="How many recent runs to show.")] = 5,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as one JSON object.")
@@ -119,7 +127,13 @@ def status(
     missing or not a smearscan ledger.
     """
     from smearscan.ledger import Ledger, LedgerError
+    from smearscan.results import OutputPaths
 
+    if (ledger is None) == (out is None):
+        fail_usage("give the ledger with --ledger PATH, or the report with --out OUT.xlsx")
+    if ledger is None:
+        assert out is not None
+        ledger = OutputPaths.for_report(out).ledger
     check_ledger_file(ledger)
     try:
         with Ledger.open(ledger, timeout_s=10.0) as opened:

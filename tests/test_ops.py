@@ -202,3 +202,14 @@ def test_status_missing_or_invalid_ledger_exit_2(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["status", "--ledger", str(text), "--runs", "0"])
     assert result.exit_code == 2
+
+
+def test_status_of_a_report_uses_its_default_ledger(ledger_file: Path, tmp_path: Path) -> None:
+    report = tmp_path / "night.xlsx"
+    (tmp_path / "night_ledger.sqlite").write_bytes(ledger_file.read_bytes())
+    result = runner.invoke(app, ["status", "--out", str(report)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "night_ledger.sqlite" in result.output
+    both = ["status", "--out", str(report), "--ledger", str(ledger_file)]
+    for wrong in (["status"], both):
+        assert runner.invoke(app, wrong).exit_code == 2
