@@ -129,11 +129,13 @@ def status(
     from smearscan.ledger import Ledger, LedgerError
     from smearscan.results import OutputPaths
 
-    if (ledger is None) == (out is None):
-        fail_usage("give the ledger with --ledger PATH, or the report with --out OUT.xlsx")
+    which = "give the ledger with --ledger PATH, or the report with --out OUT.xlsx"
     if ledger is None:
-        assert out is not None
+        if out is None:
+            fail_usage(which)
         ledger = OutputPaths.for_report(out).ledger
+    elif out is not None:
+        fail_usage(which)
     check_ledger_file(ledger)
     try:
         with Ledger.open(ledger, timeout_s=10.0) as opened:
