@@ -19,7 +19,12 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from smearscan.batch_ledger import ledger_path, open_batch_ledger, run_with_ledger
+from smearscan.batch_ledger import (
+    ledger_path,
+    open_batch_ledger,
+    results_dir_for,
+    run_with_ledger,
+)
 from smearscan.config import ProcessConfig
 from smearscan.executor import run_tasks
 from smearscan.flags import summarise_groups
@@ -53,17 +58,11 @@ class SlideTask:
 def _own_outputs(outputs: OutputPaths, config: ProcessConfig) -> list[Path]:
     """Everything this run writes, never to be taken for a slide when the report lies
     inside an input folder."""
-    own = [
-        outputs.report,
-        outputs.zarr,
-        outputs.log,
-        outputs.previews,
-        lock_path_for(outputs.report),
-    ]
-    own.append(outputs.report.with_name(f"{outputs.report.stem}_cells.parquet"))
+    own = [outputs.report, outputs.zarr, outputs.log, outputs.previews, outputs.cells]
+    own.append(lock_path_for(outputs.report))
     ledger = ledger_path(config, outputs)
     if ledger is not None:
-        own += [ledger, ledger.with_name(f"{ledger.stem}_results"), lock_path_for(ledger)]
+        own += [ledger, results_dir_for(ledger), lock_path_for(ledger)]
         own += [ledger.with_name(ledger.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
     return own
 

@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 _NOT_HASHED = ("batch", "output")
 
 
+def results_dir_for(ledger: Path) -> Path:
+    """Where a ledger's stored slide results go: ``LEDGER_results/`` beside it."""
+    return ledger.with_name(f"{ledger.stem}_results")
+
+
 def result_params(config: ProcessConfig) -> dict[str, Any]:
     """The settings a slide's result depends on (hashed into the ledger key).
 
@@ -79,7 +84,7 @@ class BatchLedger:
 
         self.path = Path(path)
         self.force, self.retry_failed = force, retry_failed
-        self.results_dir = self.path.with_name(f"{self.path.stem}_results")
+        self.results_dir = results_dir_for(self.path)
         self.model_sha = model_sha256_or_note(config.model)
         self.classifier_sha = classifier_sha256(config.classify.classifier)
         self.params = params_hash(result_params(config))

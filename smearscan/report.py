@@ -53,7 +53,7 @@ from smearscan.report_sheets import (
     summary_style,
     write_table,
 )
-from smearscan.results import GroupResult, SlideResult
+from smearscan.results import GroupResult, OutputPaths, SlideResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -420,7 +420,7 @@ def write_report(
         wb.close()
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_cells_table((columns, cells), path.with_name(f"{path.stem}_cells.parquet"))
+    write_cells_table((columns, cells), OutputPaths.for_report(path).cells)
     atomic_write(path, write)
     log.info(
         "report written: %s (%d slides, %d failed)",

@@ -117,6 +117,7 @@ class OutputPaths:
         zarr: ``OUT.zarr`` (one OME-NGFF group per slide).
         log: ``OUT.log``.
         previews: ``OUT_previews/``.
+        cells: ``OUT_cells.parquet``, the Cells rows (``OUT_cells.csv`` without pyarrow).
         ledger: ``OUT_ledger.sqlite``, the default run ledger (its stored results
             in ``OUT_ledger_results/``).
     """
@@ -125,6 +126,7 @@ class OutputPaths:
     zarr: Path
     log: Path
     previews: Path
+    cells: Path
     ledger: Path
 
     @classmethod
@@ -137,6 +139,7 @@ class OutputPaths:
             zarr=stem.with_suffix(".zarr"),
             log=stem.with_suffix(".log"),
             previews=stem.parent / f"{stem.name}_previews",
+            cells=stem.parent / f"{stem.name}_cells.parquet",
             ledger=stem.parent / f"{stem.name}_ledger.sqlite",
         )
 

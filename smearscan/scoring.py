@@ -39,6 +39,7 @@ from smearscan.datasets import Box, Point, image_size
 from smearscan.errors import InputError
 from smearscan.metrics import dice_score, iou_score
 from smearscan.resample import labels_to_source
+from smearscan.results import OutputPaths
 from smearscan.train_data import (
     Annotated,
     DatasetError,
@@ -126,7 +127,7 @@ def read_run(report: Path) -> list[RunSlide]:
         summary = pd.read_excel(report, sheet_name="Summary")
     except (ValueError, OSError) as exc:
         raise InputError(report, f"cannot read its Summary sheet: {exc}") from exc
-    parquet = report.with_name(f"{report.stem}_cells.parquet")
+    parquet = OutputPaths.for_report(report).cells
     cells = (
         pd.read_parquet(parquet) if parquet.is_file() else pd.read_excel(report, sheet_name="Cells")
     )
