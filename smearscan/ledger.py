@@ -72,6 +72,13 @@ _KEY_COLS = "path, sha256, model_sha256, classifier_sha256, params_hash"
 _KEY = " AND ".join(f"{c} = ?" for c in _KEY_COLS.split(", "))
 
 
+def _key(
+    identity: FileIdentity, model_sha: str, classifier_sha: str, params_hash: str
+) -> tuple[str, str, str, str, str]:
+    """The values of :data:`_KEY_COLS` for one slide content, models and parameters."""
+    return (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
+
+
 class LedgerError(SmearscanError):
     """The ledger cannot be used (not a ledger, newer schema, busy, unknown row)."""
 
@@ -315,7 +322,7 @@ class Ledger(LedgerQueries):
         """
         if force:
             return True, "forced"
-        key = (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
+        key = _key(identity, model_sha, classifier_sha, params_hash)
         rows = self._query(
             "SELECT s.status, run_id, r.status, r.host, r.pid, s.attempts FROM slides s "
             f"JOIN runs r USING (run_id) WHERE {_KEY}",
@@ -359,7 +366,7 @@ class Ledger(LedgerQueries):
             name: The slide's name as found under the input (default: file name).
         """
         now = _now()
-        key = (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
+        key = _key(identity, model_sha, classifier_sha, params_hash)
         sizes = (identity.size_bytes, identity.mtime_ns)
         with self._tx() as c:
             c.execute(
@@ -441,7 +448,7 @@ class Ledger(LedgerQueries):
         self, identity: FileIdentity, model_sha: str, classifier_sha: str, params_hash: str
     ) -> LedgerRow | None:
         """The row of this slide content, models and parameters, or None."""
-        key = (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
+        key = _key(identity, model_sha, classifier_sha, params_hash)
         rows = self._query(f"SELECT * FROM slides WHERE {_KEY}", key)
         return row_from(rows[0]) if rows else None
 
