@@ -153,7 +153,7 @@ def list_inputs(
     """
     sources: list[SlideSource] = []
     excluded = frozenset(os.path.realpath(p) for p in exclude)
-    seen: set[Path] = {Path(p) for p in excluded}  # an excluded file is never listed
+    seen: set[Path] = set()
     for item in inputs:
         root = Path(item).expanduser().absolute()
         if not root.exists():
@@ -171,6 +171,9 @@ def list_inputs(
                 logger.debug("skipping companion file %s", path)
                 continue
             resolved = Path(os.path.realpath(path))  # never raises on a link loop
+            if str(resolved) in excluded:
+                logger.debug("skipping %s: an output of this run", path)
+                continue
             if resolved in seen:
                 logger.debug("skipping %s: same file already listed", path)
                 continue
