@@ -237,7 +237,7 @@ def _check_memory(slide: Slide, grid: TileGrid, spec: ModelSpec, config: Process
             + (band_rows_for(grid) * grid.rows.stride + grid.rows.tile) * 3 * grid.cols.tile,
             "tile_px": max(grid.rows.tile, grid.cols.tile),
             "batch_size": min(config.inference.batch_size, len(grid)),
-            "network": spec.name != "classical",
+            "network": spec.architecture != "classical",
         }
         limit = config.batch.max_memory_mb
         whole = memory_estimate(in_memory=True, **parts)
