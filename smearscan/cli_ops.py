@@ -50,6 +50,10 @@ def check_ledger_file(path: Path) -> None:
         finally:
             conn.close()
     except sqlite3.Error as exc:
+        from smearscan.ledger import corrupt_error, is_corrupt
+
+        if is_corrupt(exc):
+            fail_usage(str(corrupt_error(path, exc)))
         fail_usage(f"{path} is not a usable smearscan ledger ({exc})")
     if not {"schema_version", "runs", "slides"} <= tables:
         fail_usage(f"{path} is an SQLite file but not a smearscan ledger (tables {sorted(tables)})")

@@ -32,7 +32,14 @@ from smearscan.fingerprint import (
 )
 from smearscan.ledger_rows import SLIDE_STATUSES, LedgerQueries, LedgerRow, row_from
 
-__all__ = ["FileIdentity", "Ledger", "LedgerError", "LedgerRow", "params_hash"]
+__all__ = [
+    "FileIdentity",
+    "Ledger",
+    "LedgerCorruptError",
+    "LedgerError",
+    "LedgerRow",
+    "params_hash",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +88,31 @@ def _key(
 
 class LedgerError(SmearscanError):
     """The ledger cannot be used (not a ledger, newer schema, busy, unknown row)."""
+
+
+class LedgerCorruptError(LedgerError):
+    """The ledger file is damaged beyond its header (SQLite reports a malformed database)."""
+
+
+#: SQLite's primary result code of a damaged database file (``SQLITE_CORRUPT``; a file
+#: that is no database at all is ``SQLITE_NOTADB``, "not a usable ledger").
+_SQLITE_CORRUPT = 11
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    """Whether an SQLite error says the database file is damaged."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and (code & 0xFF) == _SQLITE_CORRUPT) or "malformed" in str(exc)
+
+
+def corrupt_error(path: Path, problem: object) -> LedgerCorruptError:
+    """The error of a damaged ledger: what is wrong and the operator's three ways out."""
+    return LedgerCorruptError(
+        f"ledger {path} is damaged ({' '.join(str(problem).split())}). Check it with "
+        f"`sqlite3 {path} 'PRAGMA integrity_check'`; restore it from your backup of it if "
+        f"you keep one, or move it aside (`mv {path} {path}.damaged`, with its -wal and -shm "
+        "files) to start a fresh ledger: the next run then processes every slide again"
+    )
 
 
 def _now() -> str:
@@ -138,8 +170,11 @@ class Ledger(LedgerQueries):
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             ledger._init_schema()
+            ledger._check_pages()
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if is_corrupt(exc):
+                raise corrupt_error(path, exc) from exc
             raise LedgerError(f"{path} is not a usable smearscan ledger ({exc})") from exc
         except LedgerError:
             conn.close()
@@ -168,6 +203,16 @@ class Ledger(LedgerQueries):
                 "another ledger path"
             )
 
+    def _check_pages(self) -> None:
+        """``PRAGMA quick_check`` (every page read once, a few ms for a year of nights).
+
+        Raises:
+            LedgerCorruptError: A page is damaged.
+        """
+        problems = [str(r[0]) for r in self._conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise corrupt_error(self.path, "; ".join(problems))
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it is committed, or none of it."""
@@ -183,12 +228,19 @@ class Ledger(LedgerQueries):
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
+                    if is_corrupt(exc):
+                        raise corrupt_error(self.path, exc) from exc
                     raise LedgerError(f"ledger {self.path}: write failed: {exc}") from exc
                 raise
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if is_corrupt(exc):
+                    raise corrupt_error(self.path, exc) from exc
+                raise LedgerError(f"ledger {self.path}: read failed: {exc}") from exc
 
     def close(self) -> None:
         """Mark runs this object started and did not finish ``interrupted``; close."""
