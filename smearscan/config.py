@@ -1,9 +1,12 @@
 """Configuration of a processing run: frozen dataclasses, one per stage.
 
 Values come from defaults, an optional TOML file (``--config``) and then the
-command-line options, in that order. Everything is validated once, in
-``__post_init__``; invalid values raise :class:`~smearscan.errors.ConfigError`
-naming the option. Units are part of the names (``pixel_size_um``, ``_px``).
+command-line options, in that order. A TOML file and overrides are checked
+against the type hints with strict types (:mod:`smearscan.config_schema`:
+unknown keys, ``"false"`` for a boolean, a string for a list, ``nan``), then
+ranges in ``__post_init__``; invalid values raise
+:class:`~smearscan.errors.ConfigError` naming the option. Units are part of
+the names (``pixel_size_um``, ``_px``).
 
 TOML layout (every key optional)::
 
@@ -416,56 +419,35 @@ class ProcessConfig:
         return _merge(self, {k: v for k, v in sections.items() if v is not None})
 
 
-_SECTIONS: dict[str, type] = {
-    "tiling": TilingConfig,
-    "inference": InferenceConfig,
-    "scale": ScaleConfig,
-    "cells": CellsConfig,
-    "classify": ClassifyConfig,
-    "output": OutputConfig,
-    "batch": BatchConfig,
-    "review": ReviewConfig,
-}
-
-
 def _merge(config: ProcessConfig, values: dict[str, Any]) -> ProcessConfig:
-    changes: dict[str, Any] = {}
+    """``config`` with ``values`` (``model`` and ``{section: {key: value}}``) laid over it,
+    validated by :func:`smearscan.config_schema.validate_config` (strict types, no
+    unknown section or key); ``None`` values inside a section leave the key as it is."""
+    from smearscan.config_schema import validate_config
+
+    data = config.to_dict()
     for key, value in values.items():
-        if key == "model":
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"model must be a non-empty string, got {value!r}")
-            changes["model"] = value
-            continue
-        if key not in _SECTIONS:
-            raise ConfigError(
-                f"unknown configuration section {key!r}; known: model, " + ", ".join(_SECTIONS)
-            )
-        if not isinstance(value, dict):
-            raise ConfigError(f"configuration section [{key}] must be a table")
-        section = getattr(config, key)
-        known = {f.name for f in dataclasses.fields(section)}
-        unknown = set(value) - known
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        updates = {k: v for k, v in value.items() if v is not None}
-        for key_name in ("patterns", "platelet_area_um2", "blast_size_vs_rbc"):
-            if key_name in updates:
-                updates[key_name] = tuple(updates[key_name])
-        try:
-            changes[key] = dataclasses.replace(section, **updates)
-        except TypeError as exc:
-            raise ConfigError(f"invalid value in [{key}]: {exc}") from exc
-    return dataclasses.replace(config, **changes)
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update({k: v for k, v in value.items() if v is not None})
+        else:
+            data[key] = value
+    merged = validate_config(data)
+    if not merged.model:
+        raise ConfigError("model must be a non-empty string, got ''")
+    return merged
 
 
 def load_config(path: Path | None) -> ProcessConfig:
     """Read a TOML configuration file (or return the defaults for None).
 
+    Types are strict (see :mod:`smearscan.config_schema`): ``"false"`` is not a
+    boolean, a string is not a list, ``nan`` is not a number.
+
     Raises:
-        ConfigError: The file is missing, not valid TOML, or has invalid values.
+        ConfigError: The file is missing or unreadable, not valid TOML, or has an
+            unknown section or key or a value of the wrong type or range (the
+            message starts with the file and names each key, the expected type
+            and the value).
     """
     if path is None:
         return ProcessConfig()
@@ -475,4 +457,9 @@ def load_config(path: Path | None) -> ProcessConfig:
         raise ConfigError(f"configuration file not found: {path}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    return _merge(ProcessConfig(), data)
+    except OSError as exc:  # a folder, unreadable...
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
+    try:
+        return _merge(ProcessConfig(), data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

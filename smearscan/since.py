@@ -37,7 +37,13 @@ def parse_since(value: str, now: datetime | None = None) -> datetime | None:
     now = now or datetime.now(UTC)
     span = _SPAN.fullmatch(text)
     if span:
-        return now - timedelta(**{_UNITS[span.group(2)]: float(span.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[span.group(2)]: float(span.group(1))})
+        except OverflowError:  # beyond datetime's range (year 1)
+            raise ConfigError(
+                f"--since {value!r}: the span reaches back before year 1; use 'all' for "
+                "the whole ledger"
+            ) from None
     try:
         when = datetime.fromisoformat(value.strip())
     except ValueError:

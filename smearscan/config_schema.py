@@ -1,0 +1,216 @@
+"""Schema check of a configuration (TOML file or overrides) with pydantic, strict types.
+
+The dataclasses of :mod:`smearscan.config` are the schema: pydantic validates a
+nested dict against their type hints in strict mode, so a wrong type is refused
+instead of being converted (``"false"`` is not a boolean, ``"*.tif"`` is not a
+list of patterns, ``5`` is not a path), ``nan`` and ``inf`` are not numbers,
+and unknown sections or keys are errors. The ranges are then checked by the
+dataclasses' own ``__post_init__``. Every problem becomes one
+:class:`~smearscan.errors.ConfigError` naming each key, the expected type and
+the value found.
+
+Rules (a TOML view of the type hints):
+
+* ``bool``: ``true`` or ``false`` only;
+* ``int``: an integer (``batch.max_pixels`` also takes a whole float such as ``2.5e9``);
+* ``float``: a finite number (an integer is fine);
+* ``str``: a quoted string (a TOML date or number is not one);
+* ``tuple``: an array of those (never a single string);
+* a key left out keeps its default (TOML has no null).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import types
+import typing
+from functools import cache
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
+
+from smearscan.config import ProcessConfig
+from smearscan.errors import ConfigError
+
+#: Integer keys that also take a float with a whole value (big numbers such as ``2.5e9``).
+_WHOLE_NUMBER_KEYS = {("batch", "max_pixels")}
+
+_TOML_TYPES = {
+    bool: "boolean",
+    int: "integer",
+    float: "float",
+    str: "string",
+    list: "array",
+    tuple: "array",
+    dict: "table",
+}
+
+
+class _Schema(BaseModel):
+    """Wrapper whose strict config the nested (stdlib) dataclasses inherit."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    config: ProcessConfig
+
+
+def validate_config(data: dict[str, Any]) -> ProcessConfig:
+    """Build a :class:`ProcessConfig` from a complete nested dict, with strict types.
+
+    Args:
+        data: ``{"model": str, "tiling": {...}, ...}`` (e.g. defaults updated from TOML).
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        ConfigError: Unknown section or key, a value of the wrong type or out of range;
+            the message names every offending key, what was expected and the value.
+    """
+    _check_json_values(data, ())
+    prepared = _whole_numbers(data)
+    try:
+        text = json.dumps({"config": prepared}, allow_nan=True)
+        return _Schema.model_validate_json(text).config
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def _check_json_values(value: Any, loc: tuple[str | int, ...]) -> None:
+    """Refuse TOML dates and times (no field takes one) before they reach JSON."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_json_values(item, (*loc, str(key)))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_json_values(item, (*loc, i))
+    elif isinstance(value, dt.date | dt.time):
+        raise ConfigError(
+            f"{_where(loc)}: expected {_expected(loc)}, got the TOML date/time {value} "
+            "(quote it to give a string)"
+        )
+    elif value is not None and not isinstance(value, str | int | float):
+        raise ConfigError(f"{_where(loc)}: unsupported value {value!r}")
+
+
+def _whole_numbers(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with whole floats of :data:`_WHOLE_NUMBER_KEYS` made ints."""
+    out = dict(data)
+    for section, key in _WHOLE_NUMBER_KEYS:
+        table = out.get(section)
+        if isinstance(table, dict):
+            value = table.get(key)
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+                out[section] = {**table, key: int(value)}
+    return out
+
+
+def _where(loc: tuple[str | int, ...]) -> str:
+    """``[batch] patterns`` (items: ``[batch] patterns[0]``) or ``model``."""
+    if not loc:
+        return "configuration"
+    if len(loc) == 1:
+        return str(loc[0])
+    key = str(loc[1]) + "".join(f"[{i}]" for i in loc[2:])
+    return f"[{loc[0]}] {key}"
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One readable line for one pydantic error."""
+    loc = tuple(error["loc"])[1:]  # without the wrapper's "config"
+    value = error["input"]
+    if error["type"] in ("missing", "too_short", "too_long"):  # a list of the wrong length
+        while loc and isinstance(loc[-1], int):
+            loc = loc[:-1]
+    if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        return _unknown(loc)
+    if error["type"] in ("dataclass_type", "dataclass_exact_type") and len(loc) == 1:
+        return f"configuration section [{loc[0]}] must be a table, got {_shown(value)}"
+    expected = _expected(loc)
+    if error["type"] == "literal_error":
+        expected = error["msg"].removeprefix("Input should be ")
+    elif error["type"] == "finite_number":
+        expected = "a finite number"
+    elif error["type"] == "int_type" and loc[:2] in _WHOLE_NUMBER_KEYS:
+        expected = "a whole number"
+    return f"{_where(loc)}: expected {expected}, got {_shown(value)}"
+
+
+def _unknown(loc: tuple[str | int, ...]) -> str:
+    if len(loc) == 1:
+        known = ["model", *(f.name for f in _sections())]
+        return f"unknown configuration section {loc[0]!r}; known: {', '.join(known)}"
+    known = sorted(_hints(_hints(ProcessConfig)[str(loc[0])]))
+    return f"unknown key {loc[-1]!r} in [{loc[0]}]; known: {', '.join(known)}"
+
+
+def _shown(value: Any) -> str:
+    """``'*.tif' (string)``: the value as TOML shows it and its TOML type."""
+    kind = _TOML_TYPES.get(type(value), type(value).__name__)
+    if isinstance(value, bool):
+        return f"{str(value).lower()} ({kind})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} ({kind})"
+    return f"{value!r} ({kind})"
+
+
+def _sections() -> tuple[dataclasses.Field[Any], ...]:
+    return tuple(f for f in dataclasses.fields(ProcessConfig) if f.name != "model")
+
+
+@cache
+def _hints(cls: Any) -> dict[str, Any]:
+    """Resolved type hints of a config dataclass (its annotations are strings)."""
+    return typing.get_type_hints(cls)
+
+
+def _expected(loc: tuple[str | int, ...]) -> str:
+    """What the field at ``loc`` takes, in TOML words (``a list of strings``)."""
+    hint: Any = ProcessConfig
+    item = False
+    for part in loc:
+        if isinstance(part, int):
+            item = True
+            continue
+        if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+            return "a valid value"
+        hint = _hints(hint).get(part)
+        if hint is None:
+            return "a valid value"
+    if item:
+        hint = next((a for a in get_args(_unwrap(hint)) if a is not Ellipsis), hint)
+    return _type_words(hint)
+
+
+def _unwrap(hint: Any) -> Any:
+    """``X | None`` -> ``X`` (TOML cannot say None: leave the key out)."""
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
+
+
+def _type_words(hint: Any) -> str:
+    hint = _unwrap(hint)
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in words:
+        return words[hint]
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if get_origin(hint) is tuple:
+        args = get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_plural(args[0])}"
+        if len(set(args)) == 1:
+            return f"a list of {len(args)} {_plural(args[0])}"
+    if dataclasses.is_dataclass(hint):
+        return "a table"
+    return "a valid value"
+
+
+def _plural(hint: Any) -> str:
+    return {str: "strings", int: "integers", float: "numbers", bool: "booleans"}.get(hint, "values")
