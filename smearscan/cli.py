@@ -15,13 +15,16 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from smearscan import __version__, cli_models, cli_ops
 from smearscan.console import LogFormat, LogFormatOption, fail_usage
-from smearscan.errors import SmearscanError
+from smearscan.errors import ConfigError, SmearscanError
+
+if TYPE_CHECKING:
+    from smearscan.config import ProcessConfig
 
 EXIT_OK, EXIT_SLIDES_FAILED, EXIT_LOCKED, EXIT_NOTHING_TO_DO = 0, 1, 3, 4
 
@@ -279,13 +282,42 @@ def process(
     SIGTERM stops after the slides in progress (report written, exit 1); a second
     one aborts at once.
     """
-    from smearscan.config import load_config
     from smearscan.console import BatchProgress, is_interactive, setup_logging
     from smearscan.results import OutputPaths
     from smearscan.runlock import LockedError, RunLock, lock_path_for
 
     if out.suffix.lower() != ".xlsx":
         fail_usage(f"--out must end in .xlsx, got {out}")
+    config = _checked_config(  # usage errors (exit 2) before anything is written
+        out,
+        config_file,
+        model,
+        _overrides(
+            scale__pixel_size_um=pixel_size,
+            classify__classifier=classifier,
+            batch__patterns=glob,
+            tiling__tile_size_px=tile_size,
+            tiling__overlap_px=overlap,
+            tiling__halo_px=halo,
+            inference__batch_size=batch_size,
+            inference__device=device,
+            inference__amp=amp,
+            batch__workers=workers,
+            batch__scheduler=scheduler,
+            batch__ledger=str(ledger) if ledger else None,
+            batch__use_ledger=False if no_ledger else None,
+            batch__since=since,
+            batch__slide_timeout_s=slide_timeout,
+            batch__max_memory_mb=max_memory,
+            batch__force=force or None,
+            batch__retry_failed=retry_failed or None,
+            batch__max_pixels=max_pixels,
+            output__write_probabilities=probabilities,
+            output__write_previews=previews,
+            review__group_by=group_by,
+            review__min_wbc_count=min_wbc_count,
+        ),
+    )
     lock = RunLock(lock_path_for(out), wait_s=wait)
     try:  # before the log is opened: a run that is locked out writes nothing
         lock.acquire()
@@ -302,34 +334,6 @@ def process(
             log_format=log_format,
         )
         try:
-            config = load_config(config_file).with_overrides(
-                model=model,
-                **_overrides(
-                    scale__pixel_size_um=pixel_size,
-                    classify__classifier=classifier,
-                    batch__patterns=glob,
-                    tiling__tile_size_px=tile_size,
-                    tiling__overlap_px=overlap,
-                    tiling__halo_px=halo,
-                    inference__batch_size=batch_size,
-                    inference__device=device,
-                    inference__amp=amp,
-                    batch__workers=workers,
-                    batch__scheduler=scheduler,
-                    batch__ledger=str(ledger) if ledger else None,
-                    batch__use_ledger=False if no_ledger else None,
-                    batch__since=since,
-                    batch__slide_timeout_s=slide_timeout,
-                    batch__max_memory_mb=max_memory,
-                    batch__force=force or None,
-                    batch__retry_failed=retry_failed or None,
-                    batch__max_pixels=max_pixels,
-                    output__write_probabilities=probabilities,
-                    output__write_previews=previews,
-                    review__group_by=group_by,
-                    review__min_wbc_count=min_wbc_count,
-                ),
-            )
             with _ledger_lock(config, out, wait):
                 code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
         except SmearscanError as exc:  # configuration, inputs that do not exist...
@@ -337,6 +341,27 @@ def process(
     finally:
         lock.release()
     raise typer.Exit(code)
+
+
+def _checked_config(
+    out: Path, config_file: Path | None, model: str | None, sections: dict[str, Any]
+) -> ProcessConfig:
+    """The run's configuration (``--config`` then the options), with its outputs, model,
+    classifier and device checked; any problem is a usage error (exit 2), found before
+    the lock, the log or any output is written."""
+    from smearscan.config import load_config
+    from smearscan.model_checks import check_models
+    from smearscan.output_checks import check_outputs
+
+    try:
+        config = load_config(config_file).with_overrides(model=model, **sections)
+        if config.batch.since is not None and not config.batch.use_ledger:
+            raise ConfigError("--since needs the run ledger (it was turned off: --no-ledger)")
+        check_outputs(out, config)
+        check_models(config)
+    except SmearscanError as exc:
+        fail_usage(str(exc))
+    return config
 
 
 @contextmanager

@@ -49,6 +49,11 @@ class OutputPathError(SmearscanError):
     """An output name (a slide's Zarr group or preview file) would leave its output directory."""
 
 
+class OutputLocationError(SmearscanError):
+    """A run's output cannot be written where it goes (a folder where a file goes or the
+    reverse, a read-only folder or mount); found before the first slide runs."""
+
+
 class ModelError(SmearscanError):
     """A segmentation model cannot be built, loaded or run (unknown name, bad weights, bad spec)."""
 

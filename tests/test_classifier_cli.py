@@ -85,7 +85,7 @@ def test_train_classify_then_process_with_the_classifier(tmp_path: Path):
     assert run["classifier_sha256"] == read_sidecar(classifier)
 
 
-def test_process_with_a_missing_classifier_fails_each_slide_with_the_reason(tmp_path: Path):
+def test_process_with_a_missing_classifier_is_a_usage_error(tmp_path: Path):
     field = write_field(generate_field(3, 600, 500), tmp_path / "slides" / "field.png")[0]
     report = tmp_path / "run" / "report.xlsx"
     result = runner.invoke(
@@ -95,7 +95,5 @@ def test_process_with_a_missing_classifier_fails_each_slide_with_the_reason(tmp_
             "--classifier", str(tmp_path / "nope.pt"), "--pixel-size", "0.1", "--quiet",
         ],
     )  # fmt: skip
-    assert result.exit_code == 1, result.output
-    errors = pd.read_excel(report, sheet_name="Errors")
-    assert errors["stage"].tolist() == ["model"]
-    assert "nope.pt" in errors["message"][0]
+    assert result.exit_code == 2, result.output  # found before any slide runs
+    assert "nope.pt" in result.output and not report.parent.exists()
