@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from smearscan import __version__, cli_models, cli_ops
+from smearscan.cli_help import ReadableCommand
 from smearscan.console import LogFormat, LogFormatOption, fail_usage
 from smearscan.errors import ConfigError, SmearscanError
 
@@ -35,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich markup would swallow "[classify]" (cli_help.py)
 )
 log = logging.getLogger("smearscan.cli")
 
@@ -65,11 +67,12 @@ def _overrides(**options: Any) -> dict[str, Any]:
     return sections
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def process(
     inputs: Annotated[
         list[Path],
         typer.Argument(
+            metavar="INPUT",
             help="Image files and/or directories (searched recursively). JPEG, PNG, BMP and "
             "TIFF (tiled, pyramidal, BigTIFF, OME-TIFF) are read.",
             show_default=False,
@@ -80,6 +83,7 @@ def process(
         typer.Option(
             "--out",
             "-o",
+            metavar="OUT.xlsx",
             help="Report path (.xlsx). Beside it: OUT_cells.parquet (the Cells rows), OUT.zarr "
             "(masks), OUT_previews/ (overlays, index.html) and OUT.log.",
             show_default=False,
@@ -87,29 +91,36 @@ def process(
     ],
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", help="TOML file with defaults for every option (see README)."),
+        typer.Option(
+            "--config",
+            metavar="FILE.toml",
+            help="TOML file with defaults for every option (see README).",
+        ),
     ] = None,
     model: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME|PATH.pt",
             help="Segmentation model: a name (see `smearscan models`) or a trained "
             "checkpoint PATH.pt (its sha256 sidecar is checked). Default: unet-v1 (trained "
-            "U-Net); classical: the stain-based segmenter without weights."
+            "U-Net); classical: the stain-based segmenter without weights.",
         ),
     ] = None,
     classifier: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME|PATH.pt",
             help="Cell classifier: a shipped name, a PATH.pt trained with `smearscan train "
             "--task classify` (its sha256 sidecar is checked), or rules (morphometric "
             "rules, no network). The blast score combines it with the blast morphology "
-            "rule (thresholds in the [classify] section of --config)."
+            "rule (thresholds in the [classify] section of --config).",
         ),
     ] = None,
     pixel_size: Annotated[
         float | None,
         typer.Option(
             "--pixel-size",
+            metavar="UM",
             help="Pixel size of the inputs in µm/px. Default: the file's "
             "metadata, else estimated from the median RBC diameter (7.5 µm).",
         ),
@@ -118,6 +129,7 @@ def process(
         list[str] | None,
         typer.Option(
             "--glob",
+            metavar="PATTERN",
             help="Only process files matching this pattern (repeatable), e.g. "
             "'*.tif' or 'run1/**/*.jpg'.",
         ),
@@ -125,38 +137,49 @@ def process(
     tile_size: Annotated[
         int | None,
         typer.Option(
+            metavar="PX",
             help="Tile side in model pixels. Default: the model's own (1344 for unet-v1, "
-            "1024 for classical)."
+            "1024 for classical).",
         ),
     ] = None,
     overlap: Annotated[
-        int | None, typer.Option(help="Blending ramp between tiles in model pixels. Default: 32.")
+        int | None,
+        typer.Option(
+            metavar="PX", help="Blending ramp between tiles in model pixels. Default: 32."
+        ),
     ] = None,
     halo: Annotated[
         int | None,
         typer.Option(
+            metavar="PX",
             help="Context margin per tile side in model pixels. Default: the model's "
-            "receptive field."
+            "receptive field.",
         ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Tiles per forward pass. Default: 8.")
+        int | None, typer.Option(metavar="N", help="Tiles per forward pass. Default: 8.")
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto (CUDA when available), cpu or cuda. Default: auto.")
+        str | None,
+        typer.Option(
+            metavar="auto|cpu|cuda", help="auto (CUDA when available), cpu or cuda. Default: auto."
+        ),
     ] = None,
     amp: Annotated[
         bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA. Default: on.")
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Slides processed at once by the local Dask scheduler. Default: 1."),
+        typer.Option(
+            metavar="N", help="Slides processed at once by the local Dask scheduler. Default: 1."
+        ),
     ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option(
+            metavar="ADDRESS",
             help="Address of a dask.distributed scheduler (tcp://host:8786) to run the slides "
-            "on instead of this machine."
+            "on instead of this machine.",
         ),
     ] = None,
     max_pixels: Annotated[
@@ -164,6 +187,7 @@ def process(
         typer.Option(
             "--max-pixels",
             min=1,
+            metavar="N",
             help="Refuse images whose header claims more pixels (width x height) than this, "
             "before decoding them (decompression bombs); such a slide fails at the read "
             "stage. Default: 2500000000 (about 50000 x 50000).",
@@ -189,6 +213,7 @@ def process(
         str | None,
         typer.Option(
             "--group-by",
+            metavar="REGEX|FILE.csv",
             help="Add up several field images into one patient/slide differential: a regular "
             "expression searched in each file name (the group is (?P<group>...), else group "
             "1, else the match; e.g. '^(Im\\d+)'), or a CSV manifest with columns "
@@ -200,6 +225,7 @@ def process(
         int | None,
         typer.Option(
             "--min-wbc-count",
+            metavar="N",
             help="Flag LOW_WBC_COUNT on a group with fewer WBCs counted over its fields. "
             "Default: 100.",
         ),
@@ -207,6 +233,7 @@ def process(
     ledger: Annotated[
         Path | None,
         typer.Option(
+            metavar="PATH",
             help="SQLite run ledger, e.g. one shared across nights: slides done before with "
             "the same content, models and settings are not run again, their stored results "
             "go into the report. Default: OUT_ledger.sqlite beside the report.",
@@ -225,6 +252,7 @@ def process(
         typer.Option(
             "--slide-timeout",
             min=0.001,
+            metavar="SECONDS",
             help="Seconds one slide may take; a slide still running then fails (stage "
             "timeout) and the batch goes on. Default: no limit.",
             show_default=False,
@@ -235,6 +263,7 @@ def process(
         typer.Option(
             "--max-memory",
             min=1,
+            metavar="MB",
             help="MB one slide may need (estimated before it starts from its size and the "
             "tiling); a slide needing more fails at the memory stage. Default: no limit.",
             show_default=False,
@@ -243,6 +272,7 @@ def process(
     since: Annotated[
         str | None,
         typer.Option(
+            metavar="WHEN",
             help="The report covers what this run processed and every slide the ledger "
             "records done or failed since then, whatever the inputs: an ISO date or time "
             "(2026-12-01, 2026-12-01T18:00), a span back from now (36h, 7d), or 'all'. "
@@ -255,6 +285,7 @@ def process(
         typer.Option(
             "--wait",
             min=0,
+            metavar="SECONDS",
             help="Seconds to wait when another run holds OUT.lock (writes the same "
             "output) or the lock of the same --ledger; without it such a run exits at "
             "once with code 3.",
@@ -447,9 +478,11 @@ def models() -> None:
         typer.echo(f"  {name:12s} {description}")
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def synth(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the synthetic fields into.")],
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Folder to write the synthetic fields into.")
+    ],
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of fields.")] = 3,
     seed: Annotated[int, typer.Option(help="Seed of the first field (then seed+1...).")] = 0,
     width: Annotated[int, typer.Option(min=64, help="Field width in pixels.")] = 2592,

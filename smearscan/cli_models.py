@@ -23,6 +23,7 @@ DataOption = Annotated[
     typer.Option(
         "--data",
         "-d",
+        metavar="PATH[@UM]",
         help="Annotated dataset folder, repeatable; PATH@UM gives its pixel size in µm/px "
         "(e.g. data/wbc-seg/jiangxi@0.15). Layouts: images/+masks/ (label masks "
         "0/128/255), images/+labels/ (YOLO), *.xml (Pascal VOC), *.xyc (ALL-IDB).",
