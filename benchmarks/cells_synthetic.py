@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def score_slide(result) -> dict[str, float]:
     """Match one processed synthetic field against its truth."""
     field = load_truth(result.path)
-    labels = zarr.open_group(result.mask_path, mode="r")["labels/cells/0"]
+    labels = zarr.open_group(result.mask_path, mode="r")["labels/cells/s0"]
     s = labels.shape[0] / result.height
     _, cells = preview_arrays(
         array_reader(field.image), labels, (result.height, result.width), s, 10**6

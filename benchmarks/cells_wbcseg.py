@@ -56,7 +56,7 @@ def score_set(
                 continue
             group = zarr.open_group(result.mask_path, mode="r")
             cells, nuclei = (
-                np.asarray(group[f"labels/{name}/0"][:]) for name in ("cells", "nuclei")
+                np.asarray(group[f"labels/{name}/s0"][:]) for name in ("cells", "nuclei")
             )
             s = cells.shape[0] / mask.shape[0]
             cells = labels_to_source(cells, s, *mask.shape)

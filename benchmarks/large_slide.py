@@ -76,7 +76,7 @@ def run_large_slide(
     }
     if proc.returncode == 0:
         group = zarr.open_group(report.with_suffix(".zarr") / "large.tif", mode="r")
-        result["classes_shape"] = list(group["labels/classes/0"].shape)
+        result["classes_shape"] = list(group["labels/classes/s0"].shape)
         overlay = report.parent / f"{report.stem}_previews" / "large.tif.png"
         if overlay.is_file():
             with Image.open(overlay) as png:

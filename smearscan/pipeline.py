@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
 
 from smearscan import __version__
 from smearscan.batch import SlideTask, TileProgress, process_batch  # noqa: F401  (re-exported)
@@ -68,6 +67,7 @@ from smearscan.zarr_store import (
     discard_staged_store,
     publish_slide_store,
     slide_key,
+    update_series,
 )
 
 log = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ def _segment(
         if previews_dir is not None:
             previews_or_note(
                 read,
-                store.group["labels/cells/0"],
+                store.instances["cells"],
                 result,
                 s,
                 previews_dir,
@@ -448,7 +448,7 @@ def prepare_outputs(outputs: OutputPaths) -> None:
     """Create the run's ``OUT.zarr`` root once, before slides write into it concurrently,
     and remove the staged groups a killed run left (the caller holds the output's lock,
     so no other run is staging there)."""
-    zarr.open_group(outputs.zarr, mode="a", zarr_format=3)
+    update_series(outputs.zarr)  # the root, listing the groups already there
     clear_staging(outputs.zarr)
 
 

@@ -35,6 +35,7 @@ into place, so a crash never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -263,12 +264,37 @@ def _arrow_array(values: list[Any]) -> Any:
     )
 
 
-def _write_parquet(columns: Sequence[str], rows: Sequence[Sequence[Any]], tmp: Path) -> None:
+#: Key of the run's provenance (JSON) in the schema metadata of ``OUT_cells.parquet``.
+PARQUET_PROVENANCE_KEY = "smearscan"
+
+
+def _with_provenance(table: Any, provenance: dict[str, Any] | None) -> Any:
+    """``table`` (a pyarrow Table) with ``provenance`` as JSON under :data:`PARQUET_PROVENANCE_KEY`
+    in its schema metadata (beside what is there, e.g. pandas' own)."""
+    if provenance is None:
+        return table
+    plain_values = {  # strict JSON: no NaN/inf (null), paths and dates as text
+        k: None if isinstance(v, float) and not math.isfinite(v) else v
+        for k, v in provenance.items()
+    }
+    text = json.dumps(plain_values, default=str, ensure_ascii=False, allow_nan=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[PARQUET_PROVENANCE_KEY.encode()] = text.encode("utf-8")
+    return table.replace_schema_metadata(metadata)
+
+
+def _write_parquet(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    tmp: Path,
+    provenance: dict[str, Any] | None = None,
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     arrays = [_arrow_array([row[i] for row in rows]) for i in range(len(columns))]
-    pq.write_table(pa.Table.from_arrays(arrays, names=list(columns)), tmp)
+    table = pa.Table.from_arrays(arrays, names=list(columns))
+    pq.write_table(_with_provenance(table, provenance), tmp)
 
 
 def _write_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]], tmp: Path) -> None:
@@ -279,7 +305,9 @@ def _write_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]], tmp: Path)
 
 
 def write_cells_table(
-    table: tuple[Sequence[str], Sequence[Sequence[Any]]] | pd.DataFrame, path: Path
+    table: tuple[Sequence[str], Sequence[Sequence[Any]]] | pd.DataFrame,
+    path: Path,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Write the Cells rows to Parquet (or CSV when pyarrow is missing), atomically.
 
@@ -287,6 +315,9 @@ def write_cells_table(
         table: ``(columns, rows)`` from :func:`cells_rows`, written with pyarrow
             (no pandas), or a DataFrame from :func:`cells_frame`, written by pandas.
         path: The table's path; its suffix becomes ``.parquet`` or ``.csv``.
+        provenance: The run's record (the Run sheet's pairs), stored in a
+            Parquet file's schema metadata as JSON under ``"smearscan"``
+            (:data:`PARQUET_PROVENANCE_KEY`); a CSV has no place for it.
 
     Returns:
         The path written (``.parquet`` or ``.csv``).
@@ -300,11 +331,22 @@ def write_cells_table(
     parquet = target.suffix == ".parquet"
     if not isinstance(table, tuple):  # a DataFrame
         frame = table
+        if parquet and provenance is not None:
+            return atomic_write(target, lambda tmp: _write_frame(frame, tmp, provenance))
         write = frame.to_parquet if parquet else frame.to_csv
         return atomic_write(target, lambda tmp: write(tmp, index=False))
     columns, rows = table
-    writer = _write_parquet if parquet else _write_csv
-    return atomic_write(target, lambda tmp: writer(columns, rows, tmp))
+    if parquet:
+        return atomic_write(target, lambda tmp: _write_parquet(columns, rows, tmp, provenance))
+    return atomic_write(target, lambda tmp: _write_csv(columns, rows, tmp))
+
+
+def _write_frame(frame: pd.DataFrame, tmp: Path, provenance: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(_with_provenance(table, provenance), tmp)
 
 
 #: Differential columns before the per-type counts.
@@ -420,7 +462,7 @@ def write_report(
         wb.close()
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_cells_table((columns, cells), OutputPaths.for_report(path).cells)
+    write_cells_table((columns, cells), OutputPaths.for_report(path).cells, run_info)
     atomic_write(path, write)
     log.info(
         "report written: %s (%d slides, %d failed)",

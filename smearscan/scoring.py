@@ -219,12 +219,15 @@ def _greedy(allowed: np.ndarray, dist: np.ndarray) -> int:
 def _labels(slide: RunSlide, name: str, height: int, width: int) -> np.ndarray:
     import zarr
 
+    from smearscan.ngff import full_resolution
+
     if slide.mask_path is None:
         raise InputError(Path(slide.slide), "the run wrote no masks for this slide")
     group = zarr.open_group(str(slide.mask_path), mode="r")
-    array = group.get(f"labels/{name}/0")
-    if not isinstance(array, zarr.Array):
-        raise InputError(slide.mask_path, f"no labels/{name} in the slide's Zarr group")
+    try:
+        array = full_resolution(group, f"labels/{name}")
+    except KeyError:
+        raise InputError(slide.mask_path, f"no labels/{name} in the slide's Zarr group") from None
     labels = np.asarray(array[...])
     return labels_to_source(labels, labels.shape[0] / height, height, width)
 

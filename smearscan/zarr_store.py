@@ -1,25 +1,32 @@
-"""The ``OUT.zarr`` layout: one OME-NGFF 0.5 image group per slide (zarr v3).
+"""The ``OUT.zarr`` store: one OME-NGFF 0.5 image group per slide (zarr v3).
 
 ::
 
-    OUT.zarr/
+    OUT.zarr/                      root: ome = {version, bioformats2raw.layout: 3, series}
       <slide key>/                 image group (multiscales): the slide at the model scale
-        0                          uint8 (c=3, y, x) RGB
-        labels/classes/0           uint8 (y, x) semantic map, see SEMANTIC_CLASSES
-        probabilities/0            uint8 (c=C, y, x) blended probabilities, round(p * 255)
+        s0, s1, ...                uint8 (c=3, y, x) RGB pyramid, omero R/G/B channels
+        labels/classes/s0, ...     uint8 (y, x) semantic map, see SEMANTIC_CLASSES
+        labels/cells/s0, ...       int32 (y, x) instance ids = cell_id
+        labels/nuclei/s0, ...      int32 (y, x) the owning cell's id
+        probabilities/s0, ...      uint8 (c=C, y, x) blended probabilities, round(p * 255)
 
-All arrays are at the model's scale; their ``coordinateTransformations``
-give it in micrometres, so napari overlays them on each other and on any
-other image of the slide. ``attrs["smearscan"]`` of the slide group records
-the source file, its size and pixel size (and how that was obtained), the
-model and the factor between source and model pixels. The NGFF metadata is
-written with the ``ome-zarr`` package.
+``s0`` of every array is at the model's scale, each further level half the
+previous one; their ``coordinateTransformations`` give it in micrometres, so
+napari overlays them on each other and on any other image of the slide.
+:mod:`smearscan.ngff` writes all of it with the ``ome-zarr`` writer and says
+how ``probabilities`` and the slides are reached from the metadata; read a
+full-resolution array with :func:`smearscan.ngff.full_resolution`.
+``attrs["smearscan"]`` of the slide group records the source file, its size
+and pixel size (and how that was obtained), the model and the factor between
+source and model pixels.
 
 Crash safety: a slide's group is built in a staging directory beside
 ``OUT.zarr`` (:func:`staging_dir`, e.g. ``.report.zarr.partial/`` for
 ``report.zarr``), outside the store so zarr never lists it as a member,
-on the same filesystem so a rename is atomic. Only a slide that fully
-succeeded is moved to ``OUT.zarr/<key>`` (:func:`publish_slide_store`), so a
+on the same filesystem so a rename is atomic. The arrays are filled there at
+full resolution (in the group's scratch ``.level0/``); the pyramids and the
+NGFF metadata are written when the slide has fully succeeded, and only then
+is the group moved to ``OUT.zarr/<key>`` (:func:`publish_slide_store`), so a
 process killed mid-slide (SIGKILL included) leaves at most a staged group,
 never a partial one under its final name. Staging leftovers of a killed run
 are removed when the next batch starts (:func:`clear_staging`); the empty
@@ -32,16 +39,15 @@ import logging
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zarr
-from ome_zarr.format import FormatV05
-from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
 
 from smearscan.errors import OutputPathError
 from smearscan.models.base import SEMANTIC_CLASSES
+from smearscan.ngff import SCRATCH, full_resolution, update_series, write_slide_ngff
 from smearscan.slide_keys import (  # noqa: F401  (re-exported)
     check_key,
     slide_group_path,
@@ -63,12 +69,6 @@ CLASS_COLORS: dict[str, tuple[int, int, int, int]] = {
     "platelet": (255, 190, 0, 255),
 }
 
-_SPACE_AXES = [
-    {"name": "y", "type": "space", "unit": "micrometer"},
-    {"name": "x", "type": "space", "unit": "micrometer"},
-]
-_CHANNEL_AXIS = {"name": "c", "type": "channel"}
-
 
 def discard_slide_store(zarr_path: Path, key: str) -> None:
     """Remove a slide's group (after a failure), so no partial masks remain.
@@ -81,6 +81,7 @@ def discard_slide_store(zarr_path: Path, key: str) -> None:
         return
     if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
+        update_series(zarr_path)
 
 
 def staging_dir(zarr_path: Path) -> Path:
@@ -139,6 +140,13 @@ class SlideStore:
         classes: uint8 ``(H, W)`` semantic map.
         probabilities: uint8 ``(C, H, W)``, or None.
         staged_path: Where the group is built, inside :func:`staging_dir`.
+        instances: int32 ``(H, W)`` instance labels by name (``cells``, ``nuclei``).
+        pixel_size_um: Pixel size of every array (µm, the model scale).
+        class_names: Names of the semantic classes (label values 0..C-1).
+        chunk_px: Chunk side of every array (pixels).
+
+    Until published the arrays are the full-resolution scratch arrays being
+    filled; once published, the ``s0`` arrays of the NGFF image at ``path``.
     """
 
     path: Path
@@ -147,13 +155,20 @@ class SlideStore:
     classes: zarr.Array
     probabilities: zarr.Array | None
     staged_path: Path | None = None
+    instances: dict[str, zarr.Array] = field(default_factory=dict)
+    pixel_size_um: float = 1.0
+    class_names: tuple[str, ...] = SEMANTIC_CLASSES
+    chunk_px: int = CHUNK_PX
 
 
 def publish_slide_store(store: SlideStore) -> Path:
     """Move a fully written slide group from its staging place to ``OUT.zarr/<key>``.
 
-    A previous group of the key is first renamed aside into the staging
-    directory, then the new one is renamed in, then the old one is deleted.
+    First the NGFF image is written from the staged scratch arrays (pyramids
+    and metadata, :func:`smearscan.ngff.write_slide_ngff`) and the scratch
+    removed. A previous group of the key is then renamed aside into the
+    staging directory, the new one is renamed in, the old one is deleted, and
+    the root's ``series`` is updated (:func:`smearscan.ngff.update_series`).
     Between the two renames there is no group of the key at all (never a
     partial one); a kill there leaves the slide without masks, and the ledger
     without a ``done`` record for it, so the re-run redoes it.
@@ -169,6 +184,7 @@ def publish_slide_store(store: SlideStore) -> Path:
     if staged is None:  # built in place (never by create_slide_store)
         return target
     slide_group_path(target.parent, target.name)  # still inside the store
+    _write_ngff(store, staged)
     old = None
     if target.is_symlink() or target.exists():
         old = staged.with_name(staged.name + ".old")
@@ -180,8 +196,38 @@ def publish_slide_store(store: SlideStore) -> Path:
             _remove_tree(old)
         except OSError as exc:  # the new group is in place; the next batch clears the rest
             log.warning("previous group %s not removed: %s", old, exc)
+    update_series(target.parent)
+    _reopen(store)
     log.debug("published %s", target)
     return target
+
+
+def _write_ngff(store: SlideStore, staged: Path) -> None:
+    """Write the staged group's NGFF image from its scratch arrays, then drop the scratch."""
+    if not (staged / SCRATCH).is_dir():  # already written
+        return
+    write_slide_ngff(
+        store.group,
+        name=store.path.name,
+        pixel_size_um=store.pixel_size_um,
+        class_names=store.class_names,
+        class_colors=CLASS_COLORS,
+        chunk_px=store.chunk_px,
+    )
+    shutil.rmtree(staged / SCRATCH)
+
+
+def _reopen(store: SlideStore) -> None:
+    """Point the store's arrays at the ``s0`` arrays of its published group."""
+    group = zarr.open_group(store.path, mode="r+", zarr_format=3)
+    store.group = group
+    store.classes = full_resolution(group, "labels/classes")
+    image = group.get("s0")
+    store.image = image if isinstance(image, zarr.Array) else None
+    store.probabilities = (
+        full_resolution(group, "probabilities") if "probabilities" in group else None
+    )
+    store.instances = {name: full_resolution(group, f"labels/{name}") for name in store.instances}
 
 
 def discard_staged_store(store: SlideStore) -> None:
@@ -199,85 +245,31 @@ def discard_staged_store(store: SlideStore) -> None:
     store.staged_path = None
 
 
-def _scale(pixel_size_um: float, channels: bool) -> list[dict[str, Any]]:
-    scale = [pixel_size_um, pixel_size_um]
-    return [{"type": "scale", "scale": ([1.0] if channels else []) + scale}]
-
-
-def _multiscale(group: zarr.Group, name: str, pixel_size_um: float, channels: bool) -> None:
-    write_multiscales_metadata(
-        group,
-        datasets=[{"path": "0", "coordinateTransformations": _scale(pixel_size_um, channels)}],
-        fmt=FormatV05(),
-        axes=([_CHANNEL_AXIS] if channels else []) + _SPACE_AXES,
-        name=name,
-    )
-
-
-def _classes_label(
-    group: zarr.Group,
-    classes: tuple[str, ...],
-    shape: tuple[int, int],
-    chunks: tuple[int, int],
-    pixel_size_um: float,
+def _scratch_array(
+    store_group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str
 ) -> zarr.Array:
-    """``labels/classes``: the uint8 semantic map with NGFF label colours and names."""
-    labels = group.create_group("labels")
-    label_group = labels.create_group("classes")
-    array = label_group.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
-    _multiscale(label_group, "classes", pixel_size_um, channels=False)
-    write_label_metadata(
-        labels,
-        "classes",
-        fmt=FormatV05(),
-        colors=[
-            {"label-value": i, "rgba": list(CLASS_COLORS.get(c, (128, 128, 128, 255)))}
-            for i, c in enumerate(classes)
-        ],
-        properties=[{"label-value": i, "class": c} for i, c in enumerate(classes)],
-    )
-    return array
-
-
-def _probabilities(
-    group: zarr.Group,
-    classes: tuple[str, ...],
-    shape: tuple[int, int],
-    chunks: tuple[int, int],
-    pixel_size_um: float,
-) -> zarr.Array:
-    """``probabilities``: uint8 ``round(p * 255)`` per class, channels first."""
-    prob_group = group.create_group("probabilities")
-    array = prob_group.create_array(
-        "0",
-        shape=(len(classes), *shape),
-        chunks=(len(classes), *chunks),
-        dtype="uint8",
-        fill_value=0,
-    )
-    _multiscale(prob_group, "probabilities", pixel_size_um, channels=True)
-    prob_group.attrs["smearscan"] = {"classes": list(classes), "value_scale": 1 / 255}
-    return array
+    """A full-resolution array of the slide in its :data:`SCRATCH` group, filled with 0."""
+    scratch = store_group.require_group(SCRATCH)
+    return scratch.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
 
 
 def create_instance_labels(store: SlideStore, name: str, pixel_size_um: float) -> zarr.Array:
     """Add an int32 instance label image ``labels/<name>`` beside ``labels/classes``.
 
+    The array is filled at full resolution; its NGFF label image (pyramid,
+    ``image-label`` metadata) is written when the slide is published.
+
     Args:
         store: The slide's open store.
         name: ``cells`` or ``nuclei``.
-        pixel_size_um: Pixel size of the masks (the model scale).
+        pixel_size_um: Pixel size of the masks (the model scale); the store's is used.
 
     Returns:
         The int32 ``(H, W)`` array, chunked like ``labels/classes``.
     """
-    labels = store.group.require_group("labels")
-    group = labels.create_group(name)
-    array = group.create_array(
-        "0", shape=store.classes.shape, chunks=store.classes.chunks, dtype="int32", fill_value=0
-    )
-    _multiscale(group, name, pixel_size_um, channels=False)
-    write_label_metadata(labels, name, fmt=FormatV05())
+    del pixel_size_um  # the store's: every array of a slide shares one grid
+    array = _scratch_array(store.group, name, store.classes.shape, store.classes.chunks, "int32")
+    store.instances[name] = array
     return array
 
 
@@ -296,9 +288,10 @@ def create_slide_store(
 ) -> SlideStore:
     """Create the group of one slide and its arrays in the staging directory.
 
-    Nothing under ``zarr_path`` changes until :func:`publish_slide_store`
-    replaces any previous group of the key; call :func:`discard_staged_store`
-    if the slide fails.
+    The arrays are full-resolution scratch arrays; :func:`publish_slide_store`
+    writes the NGFF image from them (:func:`smearscan.ngff.write_slide_ngff`)
+    and replaces any previous group of the key. Nothing under ``zarr_path``
+    changes until then; call :func:`discard_staged_store` if the slide fails.
 
     Args:
         zarr_path: The ``OUT.zarr`` directory (created when missing).
@@ -313,22 +306,21 @@ def create_slide_store(
         attrs: JSON-serialisable provenance stored as ``attrs["smearscan"]``.
     """
     target = slide_group_path(zarr_path, key)
-    zarr.open_group(zarr_path, mode="a", zarr_format=3)  # the store root, for the publish
+    if not (Path(zarr_path) / "zarr.json").is_file():  # the store root, for the publish
+        update_series(zarr_path)  # under its lock: concurrent slides may be first
     staged = _real_staging_dir(zarr_path) / f"{key}-{os.getpid()}-{secrets.token_hex(6)}"
     group = zarr.open_group(staged, mode="w-", zarr_format=3)
     chunks = (min(chunk_px, height), min(chunk_px, width))
     image = None
     if write_image:
-        image = group.create_array(
-            "0", shape=(3, height, width), chunks=(3, *chunks), dtype="uint8", fill_value=0
-        )
-    # the image group needs multiscales metadata even without pixels, for the labels
-    _multiscale(group, key, pixel_size_um, channels=True)
-
-    class_array = _classes_label(group, classes, (height, width), chunks, pixel_size_um)
+        image = _scratch_array(group, "image", (3, height, width), (3, *chunks), "uint8")
+    class_array = _scratch_array(group, "classes", (height, width), chunks, "uint8")
     probabilities = None
     if write_probabilities:
-        probabilities = _probabilities(group, classes, (height, width), chunks, pixel_size_um)
+        n = len(classes)
+        probabilities = _scratch_array(
+            group, "probabilities", (n, height, width), (n, *chunks), "uint8"
+        )
     group.attrs["smearscan"] = dict(attrs or {}, classes=list(classes))
     return SlideStore(
         path=target,
@@ -337,4 +329,7 @@ def create_slide_store(
         classes=class_array,
         probabilities=probabilities,
         staged_path=staged,
+        pixel_size_um=pixel_size_um,
+        class_names=tuple(classes),
+        chunk_px=chunk_px,
     )

@@ -68,7 +68,7 @@ def matched(tmp_path_factory: pytest.TempPathFactory) -> list[Matched]:
     for result in batch.results:
         assert result.status == "ok", result.error
         field = load_truth(result.path)
-        labels = zarr.open_group(result.mask_path, mode="r")["labels/cells/0"]
+        labels = zarr.open_group(result.mask_path, mode="r")["labels/cells/s0"]
         s = labels.shape[0] / result.height
         _, cells = preview_arrays(
             array_reader(field.image), labels, (result.height, result.width), s, 10**6

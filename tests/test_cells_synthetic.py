@@ -58,7 +58,7 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> BatchResult:
 def _truth_and_labels(result) -> tuple[SynthField, np.ndarray]:
     """The slide's truth and its ``labels/cells`` at the source resolution (nearest)."""
     field = load_truth(result.path)
-    labels = zarr.open_group(result.mask_path, mode="r")["labels/cells/0"]
+    labels = zarr.open_group(result.mask_path, mode="r")["labels/cells/s0"]
     s = labels.shape[0] / result.height
     _, cells = preview_arrays(
         array_reader(field.image), labels, (result.height, result.width), s, 10**6
@@ -107,7 +107,7 @@ def test_each_row_measures_its_own_cell(default_run: BatchResult, index: int):
     """The morphometry of a row is that of the cell with its id in ``labels/cells``
     (a shifted id would give every cell its neighbour's measurements)."""
     result = default_run.results[index]
-    labels = np.asarray(zarr.open_group(result.mask_path, mode="r")["labels/cells/0"])
+    labels = np.asarray(zarr.open_group(result.mask_path, mode="r")["labels/cells/s0"])
     s = result.pixel_size_um / result.model_pixel_size_um  # model px per source px
     areas = np.bincount(labels.ravel())
     for row in result.cells:

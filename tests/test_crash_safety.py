@@ -41,7 +41,7 @@ PIXEL_SIZE_UM = 0.1
 N_SLIDES = 4
 SIDE_PX = 600
 RUN_TIMEOUT_S = 240  # one run takes seconds; this only keeps a broken run from hanging
-ARRAYS = ("labels/cells/0", "labels/classes/0", "labels/nuclei/0")
+ARRAYS = ("labels/cells/s0", "labels/classes/s0", "labels/nuclei/s0")
 
 
 def _config() -> ProcessConfig:
@@ -88,10 +88,10 @@ def test_group_is_published_only_when_complete(tmp_path: Path) -> None:
     assert new.staged_path.parent == staging_dir(zarr_dir)
     new.classes[:] = 2
     # until published, the old group stays as it was and the new one is not in the store
-    assert zarr.open_group(zarr_dir / "s", mode="r")["labels/classes/0"][0, 0] == 1
+    assert zarr.open_group(zarr_dir / "s", mode="r")["labels/classes/s0"][0, 0] == 1
     assert list(zarr.open_group(zarr_dir, mode="r").group_keys()) == ["s"]
     assert publish_slide_store(new) == zarr_dir / "s"
-    assert zarr.open_group(zarr_dir / "s", mode="r")["labels/classes/0"][0, 0] == 2
+    assert zarr.open_group(zarr_dir / "s", mode="r")["labels/classes/s0"][0, 0] == 2
     assert _entries(staging_dir(zarr_dir)) == []  # the old group moved aside is deleted
 
     failed = create_slide_store(zarr_dir, "t", height=8, width=8, pixel_size_um=0.25)

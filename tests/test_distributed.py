@@ -46,8 +46,8 @@ def test_process_batch_on_local_cluster(tmp_path: Path):
     for a, b in zip(local.results, remote.results, strict=True):
         if a.status != "ok":
             continue
-        ca = zarr.open_group(a.mask_path, mode="r")["labels/classes/0"][:]
-        cb = zarr.open_group(b.mask_path, mode="r")["labels/classes/0"][:]
+        ca = zarr.open_group(a.mask_path, mode="r")["labels/classes/s0"][:]
+        cb = zarr.open_group(b.mask_path, mode="r")["labels/classes/s0"][:]
         np.testing.assert_array_equal(ca, cb)
     assert (tmp_path / "remote" / "r.xlsx").is_file()
 

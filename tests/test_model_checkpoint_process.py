@@ -40,7 +40,7 @@ def test_checkpoint_runs_through_process_and_is_recorded(tmp_path: Path):
     (result,) = batch.results
     assert result.status == "ok", result.error
     assert result.model == "test-unet" and result.model_pixel_size_um == 0.25
-    classes = zarr.open_group(result.mask_path, mode="r")["labels/classes/0"]
+    classes = zarr.open_group(result.mask_path, mode="r")["labels/classes/s0"]
     assert classes.shape == (160, 200)  # 0.1 -> 0.25 µm/px
     run = pd.read_excel(tmp_path / "o" / "r.xlsx", sheet_name="Run").set_index("key")["value"]
     assert run["model_sha256"] == file_sha256(path)

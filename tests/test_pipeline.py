@@ -108,11 +108,11 @@ def test_batch_outputs_and_failure_isolation(slide_dir: Path, tmp_path: Path):
     group = zarr.open_group(report.parent / ok.loc["a/field one.png", "mask_path"], mode="r")
     assert group.attrs["ome"]["version"] == "0.5"
     assert group["labels"].attrs["ome"]["labels"] == ["classes", "cells", "nuclei"]
-    classes = group["labels/classes/0"]
+    classes = group["labels/classes/s0"]
     # 900x700 at 0.1 µm/px -> the default model's 0.2 µm/px
     assert classes.dtype == np.uint8 and classes.shape == (350, 450)
-    assert group["probabilities/0"].shape == (5, 350, 450)
-    assert group["0"].shape == (3, 350, 450)
+    assert group["probabilities/s0"].shape == (5, 350, 450)
+    assert group["s0"].shape == (3, 350, 450)
     assert set(np.unique(classes[:])) <= {0, 1, 2, 3, 4}
     # failed slides leave no Zarr group behind
     assert sorted(k for k in zarr.open_group(report.with_suffix(".zarr"), mode="r")) == [
@@ -123,7 +123,7 @@ def test_batch_outputs_and_failure_isolation(slide_dir: Path, tmp_path: Path):
 
 def test_segmentation_matches_synthetic_truth(slide_dir: Path, tmp_path: Path, field):
     result = process_slide(slide_dir / "a" / "field one.png", _config(), tmp_path / "m.zarr")
-    classes = zarr.open_group(result.mask_path, mode="r")["labels/classes/0"][:]
+    classes = zarr.open_group(result.mask_path, mode="r")["labels/classes/s0"][:]
     truth = cv2.resize(field.classes, classes.shape[::-1], interpolation=cv2.INTER_NEAREST)
     for value, floor in ((3, 0.8), (1, 0.8)):  # nucleus, RBC
         pred, true = classes == value, truth == value
@@ -140,10 +140,10 @@ def test_streaming_equals_in_memory(slide_dir: Path, tmp_path: Path):
     assert (memory.stitching, stream.stitching) == ("memory", "zarr-stream")
     a = zarr.open_group(memory.mask_path, mode="r")
     b = zarr.open_group(stream.mask_path, mode="r")
-    np.testing.assert_array_equal(a["labels/classes/0"][:], b["labels/classes/0"][:])
-    diff = np.abs(a["probabilities/0"][:].astype(int) - b["probabilities/0"][:].astype(int))
+    np.testing.assert_array_equal(a["labels/classes/s0"][:], b["labels/classes/s0"][:])
+    diff = np.abs(a["probabilities/s0"][:].astype(int) - b["probabilities/s0"][:].astype(int))
     assert diff.max() <= 1
-    np.testing.assert_array_equal(a["0"][:], b["0"][:])
+    np.testing.assert_array_equal(a["s0"][:], b["s0"][:])
 
 
 @pytest.mark.parametrize("tile", [288, 320])
@@ -153,8 +153,8 @@ def test_classes_do_not_depend_on_the_tile_grid(slide_dir: Path, tmp_path: Path,
     tiled = process_slide(path, _config(tile_size_px=tile, overlap_px=16), tmp_path / "t.zarr")
     assert tiled.tiles > reference.tiles
     for name in ("classes", "cells", "nuclei"):
-        a = zarr.open_group(reference.mask_path, mode="r")[f"labels/{name}/0"][:]
-        b = zarr.open_group(tiled.mask_path, mode="r")[f"labels/{name}/0"][:]
+        a = zarr.open_group(reference.mask_path, mode="r")[f"labels/{name}/s0"][:]
+        b = zarr.open_group(tiled.mask_path, mode="r")[f"labels/{name}/s0"][:]
         np.testing.assert_array_equal(a, b)
     pd.testing.assert_frame_equal(pd.DataFrame(reference.cells), pd.DataFrame(tiled.cells))
 
@@ -191,8 +191,8 @@ def test_cells_agree_with_labels_and_summary(slide_dir: Path, tmp_path: Path, fi
     batch = process_batch([slide_dir / "a"], tmp_path / "r.xlsx", config)
     (result,) = batch.results
     group = zarr.open_group(result.mask_path, mode="r")
-    cells_labels = group["labels/cells/0"][:]
-    nuclei_labels = group["labels/nuclei/0"][:]
+    cells_labels = group["labels/cells/s0"][:]
+    nuclei_labels = group["labels/nuclei/s0"][:]
     assert cells_labels.dtype == np.int32 and nuclei_labels.dtype == np.int32
     table = pd.read_excel(tmp_path / "r.xlsx", sheet_name="Cells")
     summary = pd.read_excel(tmp_path / "r.xlsx", sheet_name="Summary").iloc[0]

@@ -57,7 +57,7 @@ def test_each_ok_slide_gets_an_overlay_and_thumbnail(batch: BatchResult):
 def test_overlay_contours_follow_the_cells_labels(batch: BatchResult):
     """Contour pixels sit on the boundaries of ``labels/cells`` brought to the source grid."""
     result = next(r for r in batch.results if r.slide == "field one.png")
-    labels = zarr.open_group(result.mask_path, mode="r")["labels/cells/0"][:]
+    labels = zarr.open_group(result.mask_path, mode="r")["labels/cells/s0"][:]
     s = labels.shape[0] / result.height
     cells = labels_to_source(labels, s, result.height, result.width)
     assert set(np.unique(cells)) - {0} == {c["cell_id"] for c in result.cells}

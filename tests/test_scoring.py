@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import zarr
 from typer.testing import CliRunner
 
 from smearscan.cli import app
@@ -23,6 +22,7 @@ from smearscan.scoring import (
     summarise,
 )
 from smearscan.train_data import DatasetError, list_annotated
+from smearscan.zarr_store import create_instance_labels, create_slide_store, publish_slide_store
 from tests.annotated import PIXEL_SIZE_UM, write_mask_dataset, write_yolo_dataset
 
 
@@ -68,12 +68,14 @@ def test_slide_matching_prefers_the_longest_path_suffix() -> None:
 
 
 def _run_slide(tmp_path: Path, name: str, cells: np.ndarray, nuclei: np.ndarray) -> RunSlide:
-    group = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="w")
-    group.create_array("labels/cells/0", data=cells.astype(np.int32))
-    group.create_array("labels/nuclei/0", data=nuclei.astype(np.int32))
-    return RunSlide(
-        name, "", "ok", tmp_path / f"{name}.zarr", np.zeros((0, 2)), 0, 0, PIXEL_SIZE_UM
+    height, width = cells.shape
+    store = create_slide_store(
+        tmp_path / "run.zarr", name, height=height, width=width, pixel_size_um=PIXEL_SIZE_UM
     )
+    for label, data in (("cells", cells), ("nuclei", nuclei)):
+        create_instance_labels(store, label, PIXEL_SIZE_UM)[:] = data.astype(np.int32)
+    publish_slide_store(store)
+    return RunSlide(name, "", "ok", store.path, np.zeros((0, 2)), 0, 0, PIXEL_SIZE_UM)
 
 
 def test_mask_scores_have_known_values(tmp_path: Path) -> None:
