@@ -27,11 +27,11 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from functools import cache
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import ErrorDetails
 
 from smearscan.config import ProcessConfig
 from smearscan.errors import ConfigError
@@ -119,8 +119,8 @@ def _where(loc: tuple[str | int, ...]) -> str:
     return f"[{loc[0]}] {key}"
 
 
-def _describe(error: ErrorDetails) -> str:
-    """One readable line for one pydantic error."""
+def _describe(error: Mapping[str, Any]) -> str:
+    """One readable line for one pydantic error (an item of ``ValidationError.errors()``)."""
     loc = tuple(error["loc"])[1:]  # without the wrapper's "config"
     value = error["input"]
     if error["type"] in ("missing", "too_short", "too_long"):  # a list of the wrong length
