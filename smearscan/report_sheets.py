@@ -16,11 +16,16 @@ infinities and empty text are empty cells.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import xlsxwriter
+
+from smearscan.atomic import track_temps, untrack_temps
 
 if TYPE_CHECKING:
     from xlsxwriter.format import Format
@@ -54,9 +59,42 @@ _PLAIN_TYPES = (bool, int, float, str)
 RowStyle = Callable[[Sequence[Any]], Sequence["Format | None"]]
 
 
+class _ScratchWorkbook(xlsxwriter.Workbook):
+    """A workbook whose ``constant_memory`` row files go to a scratch folder of its own.
+
+    The folder is removed by :meth:`close`, and by
+    :func:`smearscan.atomic.remove_temps_in_progress` when a second signal
+    aborts the run mid-write, so no row file is left in the system temp folder.
+    """
+
+    def __init__(self, path: Path, options: dict[str, Any]) -> None:
+        prefix = f"smearscan-xlsx-{os.getpid()}-"  # this process's own, for the cleanup
+        self._tracked = track_temps(tempfile.gettempdir(), prefix)
+        self._scratch = ""
+        try:
+            self._scratch = tempfile.mkdtemp(prefix=prefix)
+            super().__init__(str(path), {**options, "tmpdir": self._scratch})
+        except BaseException:
+            self._remove_scratch()
+            raise
+
+    def _remove_scratch(self) -> None:
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        untrack_temps(self._tracked)
+
+    def close(self) -> None:
+        """Write the file, then remove the scratch folder (also when writing fails)."""
+        try:
+            super().close()
+        finally:
+            self._remove_scratch()
+
+
 def new_workbook(path: Path) -> Workbook:
-    """An XlsxWriter workbook with :data:`WORKBOOK_OPTIONS`; ``close()`` writes ``path``."""
-    return xlsxwriter.Workbook(str(path), WORKBOOK_OPTIONS)
+    """An XlsxWriter workbook with :data:`WORKBOOK_OPTIONS`; ``close()`` writes ``path``
+    (and removes the workbook's scratch folder)."""
+    return _ScratchWorkbook(path, WORKBOOK_OPTIONS)
 
 
 def column_widths(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[int]:
