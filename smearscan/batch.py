@@ -107,6 +107,8 @@ def process_batch(
     sources = list_inputs(
         [Path(p) for p in inputs], config.batch.patterns, _own_outputs(outputs, config)
     )
+    unlisted = [s.failure() for s in sources if s.problem]  # folders that could not be listed
+    sources = [s for s in sources if not s.problem]
     keys = unique_keys([s.relative for s in sources])
     groups, grouped = assign_groups([s.relative for s in sources], config.review.group_by)
     tasks = [
@@ -153,6 +155,7 @@ def process_batch(
         results, processed = run_with_ledger(
             open_batch_ledger(config, outputs), tasks, run, on_result, config.batch.since
         )
+        results += unlisted
     group_results = summarise_groups(results, config.review)
     finished = datetime.now(UTC).astimezone()
     info = run_info(config, inputs, outputs, started, finished, results, processed)

@@ -26,8 +26,10 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,15 +40,25 @@ from smearscan import __version__
 from smearscan.atomic import atomic_write
 from smearscan.config import ProcessConfig
 from smearscan.errors import ConfigError, SmearscanError
+from smearscan.failure_kinds import disk_full_at, is_disk_full, is_transient
 from smearscan.fingerprint import params_hash
-from smearscan.ledger import Ledger
+from smearscan.ledger import (
+    INTERRUPTED_REASON,
+    Ledger,
+    LedgerCorruptError,
+    LedgerError,
+    LedgerRow,
+)
 from smearscan.results import OutputPaths, SlideResult
 from smearscan.since import parse_since
+from smearscan.slide_keys import unique_keys
 
 log = logging.getLogger(__name__)
 
 #: Config sections that do not change a slide's result.
 _NOT_HASHED = ("batch", "output")
+#: Errors-sheet stage of a slide not run again that has no stage of its own.
+_NOT_RUN_STAGES = {INTERRUPTED_REASON: "interrupted", "in progress": "in progress"}
 
 
 def results_dir_for(ledger: Path) -> Path:
@@ -88,9 +100,13 @@ class BatchLedger:
         self.model_sha = model_sha256_or_note(config.model)
         self.classifier_sha = classifier_sha256(config.classify.classifier)
         self.params = params_hash(result_params(config))
-        self.ledger = Ledger.open(self.path)
-        self.run_id = self.ledger.start_run({"params_hash": self.params, **result_params(config)})
+        #: Why the ledger cannot be written (its disk is full): it is read, not written,
+        #: and every slide that would run fails unrun (stage ``ledger``).
+        self.unwritable: LedgerError | None = None
+        self.ledger, self.run_id = self._open({"params_hash": self.params, **result_params(config)})
         self._ids: dict[str, int] = {}
+        #: Keys of the slides this run failed because the ledger could not queue them.
+        self.unqueued: set[str] = set()
 
     def plan(self, tasks: Sequence[Any]) -> tuple[list[Any], dict[str, SlideResult]]:
         """Split the batch: ``(tasks to run, {task key: stored result})``."""
@@ -110,7 +126,16 @@ class BatchLedger:
             if stored is not None:
                 kept[task.key] = stored
                 continue
-            self._ids[task.key] = self.ledger.queue(*key, run_id=self.run_id, name=task.relative)
+            try:
+                if self.unwritable is not None:
+                    raise self.unwritable
+                self._ids[task.key] = self.ledger.queue(
+                    *key, run_id=self.run_id, name=task.relative
+                )
+            except LedgerError as exc:  # a full disk, say: this slide fails, the others go on
+                kept[task.key] = self._unqueued(task, exc)
+                self.unqueued.add(task.key)
+                continue
             todo.append(task)
         log.info(
             "ledger %s: %d slide(s) to process, %d already done or skipped",
@@ -131,7 +156,7 @@ class BatchLedger:
                 slide=task.relative,
                 path=str(task.path),
                 status="skipped",
-                error_stage=row.error_stage,
+                error_stage=row.error_stage or _NOT_RUN_STAGES.get(reason, "not run"),
                 error=f"not run again ({reason}){earlier}",
                 group=getattr(task, "group", ""),
             )
@@ -154,33 +179,33 @@ class BatchLedger:
             return None
         return result
 
-    def earlier_results(self, since: datetime | None, exclude: set[str]) -> list[SlideResult]:
-        """The slides the ledger records done or failed at or after ``since`` (None: ever).
+    def earlier_results(
+        self, since: datetime | None, exclude: set[str]
+    ) -> tuple[list[SlideResult], list[LedgerRow]]:
+        """The slides the ledger records at or after ``since`` (None: ever), for ``--since``.
 
-        Only each path's latest row counts: ``ok`` gives its stored result,
-        ``failed`` a failed result with the recorded stage and error. Paths in
-        ``exclude`` (the slides this run processed, already in the report) are
-        left out. Ordered by slide name.
+        Only each path's latest row counts: ``ok`` gives its stored result;
+        every other row a result that is not ok, with its reason (failed, failed
+        for a passing cause, interrupted, not run), so the report's Errors sheet
+        shows it. Paths in ``exclude`` (the slides this run processes, already
+        in the report) are left out.
+
+        Returns:
+            ``(results ordered by slide name, ok rows whose stored result or masks
+            are gone)``: the caller processes those again.
         """
-        found = []
+        found, redo = [], []
+        interrupted = {row.slide_id for row in self.ledger.interrupted_slides()}
         for row in self.ledger.slides(since, latest_per_path=True):
-            if row.path in exclude or row.status not in ("ok", "failed"):
+            if row.path in exclude:
                 continue
-            if row.status == "failed":
-                found.append(
-                    SlideResult(
-                        slide=row.name,
-                        path=row.path,
-                        status="failed",
-                        error_stage=row.error_stage,
-                        error=row.error,
-                        seconds=row.seconds or 0.0,
-                        group=row.name,
-                    )
-                )
+            if row.status != "ok":
+                found.append(_earlier_problem(row, row.slide_id in interrupted))
             elif (result := self._load(row.slide_id, row.name)) is not None:
                 found.append(result)
-        return sorted(found, key=lambda r: (r.slide, r.path))
+            else:
+                redo.append(row)
+        return sorted(found, key=lambda r: (r.slide, r.path)), redo
 
     def started(self, task: Any) -> None:
         """Record that ``task`` starts now (``running``; a kill from now on counts as an
@@ -193,11 +218,84 @@ class BatchLedger:
         except (SmearscanError, sqlite3.Error) as exc:
             log.error("ledger %s: cannot record that %s started: %s", self.path, task, exc)
 
+    def _open(self, params: dict[str, Any]) -> tuple[Ledger, int]:
+        """The ledger opened and this run recorded: ``(ledger, run id)``.
+
+        On a full disk (it cannot even be opened for writing), the ledger as its
+        file holds it, read-only (:meth:`Ledger.open_snapshot`), with run id 0 and
+        :attr:`unwritable` set: the slides done before are reported as usual.
+
+        Raises:
+            LedgerError: The ledger cannot be used for any other reason.
+        """
+        ledger = None
+        try:
+            ledger = Ledger.open(self.path)
+            return ledger, ledger.start_run(params)
+        except LedgerError as exc:
+            if ledger is not None:
+                ledger.close()
+            full = is_disk_full(exc) or disk_full_at(self.path.parent)
+            if isinstance(exc, LedgerCorruptError) or not full:
+                raise
+            log.error(
+                "ledger %s cannot be written, its disk is full (%s): the slides to process "
+                "are not run (stage ledger); free space there and run again",
+                self.path,
+                exc,
+            )
+            self.unwritable = exc
+            return Ledger.open_snapshot(self.path), 0
+
+    def _unqueued(self, task: Any, exc: Exception) -> SlideResult:
+        """The failed result of a slide the ledger could not record before it ran (not run)."""
+        log.error("ledger %s: cannot record %s, not run: %s", self.path, task.relative, exc)
+        full = is_disk_full(exc) or self.unwritable is not None
+        advice = f"; its disk is full: free space in {self.path.parent} and run again" * full
+        return SlideResult(
+            slide=task.relative,
+            path=str(task.path),
+            status="failed",
+            error_stage="ledger",
+            error=f"not run: the ledger {self.path} could not record it ({exc}){advice}",
+            group=getattr(task, "group", ""),
+        )
+
     def finished(self, key: str, result: SlideResult) -> None:
-        """Record one processed slide (``ok`` with its stored result, or ``failed``)."""
+        """Record one processed slide: ``ok`` with its stored result, ``failed``, or for a
+        passing cause (:mod:`smearscan.failure_kinds`) to be run again by the next run.
+
+        Never raises: a slide whose outcome cannot be recorded (a full disk) is
+        failed in ``result`` itself (stage ``ledger``, its masks removed), the
+        batch goes on, and the next run processes it again.
+        """
         slide_id = self._ids.get(key)
         if slide_id is None:
             return
+        try:
+            self._record(slide_id, result)
+        except (OSError, LedgerError) as exc:
+            log.error("ledger %s: cannot record %s: %s", self.path, result.slide, exc)
+            if result.status == "ok":
+                where = self.path if isinstance(exc, LedgerError) else self.results_dir
+                _fail_unstored(result, f"the ledger {where}", exc)
+            if result.status == "failed":
+                self._record_retry(slide_id, result)
+
+    def _record_retry(self, slide_id: int, result: SlideResult) -> None:
+        """Leave slide row ``slide_id`` to the next run after a failure to record it."""
+        try:
+            self.ledger.mark_retry(slide_id, result.error_stage, result.error, seconds=0.0)
+        except LedgerError as exc:  # still "running": the next run sees it interrupted
+            log.error(
+                "ledger %s: %s left 'running' (%s); the next run processes it again",
+                self.path,
+                result.slide,
+                exc,
+            )
+
+    def _record(self, slide_id: int, result: SlideResult) -> None:
+        """Record one slide's outcome (see :meth:`finished`); raises what the writes raise."""
         if result.status == "skipped":  # not started (the batch was stopped): redo next time
             self.ledger.mark_skipped(slide_id, result.error)
             return
@@ -214,15 +312,94 @@ class BatchLedger:
                 preview_path=result.preview_path,
                 seconds=result.seconds,
             )
+        elif is_transient(result.error_stage, result.error):
+            log.warning(
+                "%s: failed for a passing cause (%s); the next run tries it again",
+                result.slide,
+                result.error,
+            )
+            self.ledger.mark_retry(
+                slide_id, result.error_stage or "process", result.error, seconds=result.seconds
+            )
         else:
             self.ledger.mark_failed(
                 slide_id, result.error_stage or "process", result.error, seconds=result.seconds
             )
 
     def close(self, interrupted: bool = False) -> None:
-        """Finish the run record and close the ledger."""
-        self.ledger.finish_run(self.run_id, "interrupted" if interrupted else "finished")
+        """Finish the run record and close the ledger. A run record that cannot be
+        written (a full disk) is logged: the next run finds it stale and closes it."""
+        if self.unwritable is not None:  # a read-only snapshot: nothing was recorded
+            self.ledger.close()
+            return
+        try:
+            self.ledger.finish_run(self.run_id, "interrupted" if interrupted else "finished")
+        except LedgerError as exc:
+            log.error("ledger %s: cannot record the end of run %d: %s", self.path, self.run_id, exc)
         self.ledger.close()
+
+
+def _earlier_problem(row: LedgerRow, interrupted: bool) -> SlideResult:
+    """The report's result of a ledger row that is not ``ok`` (see ``earlier_results``)."""
+    status, stage, error = "failed", row.error_stage, row.error
+    if row.status == "skipped" and row.error_stage:  # a passing cause (mark_retry)
+        error = f"{row.error} (the next run over its folder tries it again)"
+    elif row.status == "skipped":
+        status, stage, error = "skipped", "not run", row.error or "not run"
+    elif row.status == "running":
+        status, stage = "skipped", "interrupted" if interrupted else "in progress"
+        error = (
+            f"interrupted: the run processing it was killed (attempt {row.attempts})"
+            if interrupted
+            else f"in progress in run {row.run_id}"
+        )
+    return SlideResult(
+        slide=row.name,
+        path=row.path,
+        status=status,
+        error_stage=stage,
+        error=error,
+        seconds=row.seconds or 0.0,
+        group=row.name,
+    )
+
+
+@dataclass(frozen=True)
+class EarlierTask:
+    """A slide of the ledger run again for a ``--since`` report (its stored result or
+    masks are gone): what running a slide reads of a :class:`smearscan.batch.SlideTask`."""
+
+    path: Path
+    relative: str
+    key: str
+    group: str = ""
+    grouped: bool = True
+
+
+def _redo_tasks(rows: Sequence[LedgerRow], tasks: Sequence[Any]) -> list[EarlierTask]:
+    """Tasks for ledger rows to process again, keyed apart from the batch's own tasks."""
+    keys = unique_keys([t.relative for t in tasks] + [row.name for row in rows])[len(tasks) :]
+    return [
+        EarlierTask(Path(row.path), row.name, key, row.name)
+        for row, key in zip(rows, keys, strict=True)
+    ]
+
+
+def _fail_unstored(result: SlideResult, where: str, exc: Exception) -> None:
+    """Turn a processed slide whose result the ledger could not keep into a failure.
+
+    A failed slide leaves no masks and no counts in the report (its Zarr group
+    is removed); the next run processes it again.
+    """
+    if result.mask_path:
+        shutil.rmtree(result.mask_path, ignore_errors=True)
+    result.status, result.error_stage = "failed", "ledger"
+    result.error = (
+        f"processed, but {where} could not record it ({exc}); the next run processes it again"
+    )
+    result.mask_path = result.preview_path = ""
+    result.cells, result.cell_counts = [], {}
+    result.wbc_count = result.rbc_count = result.platelet_count = None
 
 
 def ledger_path(config: ProcessConfig, outputs: OutputPaths) -> Path | None:
@@ -277,6 +454,14 @@ def run_with_ledger(
         return run(list(tasks), on_result, lambda _task: None), len(tasks)
     start = parse_since(since) if since is not None else None  # from the batch's start
     todo, kept = ledger.plan(tasks)
+    earlier: list[SlideResult] = []
+    extra: list[EarlierTask] = []
+    if since is not None:
+        paths = {os.path.abspath(t.path) for t in todo}  # as the ledger keys them
+        earlier, redo = ledger.earlier_results(start, paths)
+        extra = _redo_tasks(redo, tasks)
+        more, kept_more = ledger.plan(extra)  # their masks are gone: processed again
+        todo, kept = todo + more, kept | kept_more
     by_name = {t.relative: t.key for t in todo}
 
     def record(result: SlideResult) -> None:
@@ -288,12 +473,12 @@ def run_with_ledger(
     try:
         new = iter(run(todo, record, ledger.started))
         interrupted = False
-        results = [kept[t.key] if t.key in kept else next(new) for t in tasks]
+        every = [kept[t.key] if t.key in kept else next(new) for t in [*tasks, *extra]]
+        results = every[: len(tasks)]
         if since is not None:
-            ran = {t.key for t in todo}
+            ran = {t.key for t in todo} | ledger.unqueued
             results = [r for t, r in zip(tasks, results, strict=True) if t.key in ran]
-            paths = {os.path.abspath(t.path) for t in todo}  # as the ledger keys them
-            results += ledger.earlier_results(start, paths)
+            results += sorted(earlier + every[len(tasks) :], key=lambda r: (r.slide, r.path))
     finally:
         ledger.close(interrupted)
     return results, len(todo)

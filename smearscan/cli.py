@@ -3,7 +3,8 @@
 Exit codes of ``smearscan process``:
 
 * 0: every slide processed;
-* 1: some slides failed (see the Errors sheet and the log);
+* 1: some slides failed or were not run (see the Errors sheet and the log), or
+  the report could not be written (a full disk: see the log);
 * 2: usage or configuration error (nothing processed);
 * 4: no slide found under the inputs (an empty report is still written).
 """
@@ -422,16 +423,21 @@ def _ledger_lock(config: Any, out: Path, wait: float) -> Iterator[None]:
 
 def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> int:
     from smearscan.batch import process_batch
+    from smearscan.errors import ReportWriteError
 
-    with progress:
-        batch = process_batch(
-            inputs,
-            out,
-            config,
-            on_result=progress.slide_done,
-            progress=progress.tiles,
-            on_start=lambda tasks: progress.start(len(tasks)),
-        )
+    try:
+        with progress:
+            batch = process_batch(
+                inputs,
+                out,
+                config,
+                on_result=progress.slide_done,
+                progress=progress.tiles,
+                on_start=lambda tasks: progress.start(len(tasks)),
+            )
+    except ReportWriteError as exc:  # the slides ran and are recorded; only the report is lost
+        log.error("%s", exc)
+        return EXIT_SLIDES_FAILED
     if not batch.results:
         log.warning(
             "no slide to report (none found under %s, or none in the --since period); "
@@ -449,7 +455,14 @@ def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> i
             batch.outputs.report,
         )
         return EXIT_SLIDES_FAILED
-    failed = batch.failed
+    failed = [r for r in batch.results if r.status != "ok"]  # failed, or skipped with a reason
+    if failed:
+        log.warning(
+            "%d slide(s) not ok, each with its reason in the Errors sheet of %s: %s",
+            len(failed),
+            batch.outputs.report,
+            ", ".join(r.slide for r in failed[:10]) + (", ..." if len(failed) > 10 else ""),
+        )
     status = Counter(r.status for r in batch.results)
     log.info(
         "done: %d ok, %d failed, %d skipped (%d processed by this run); report %s, masks %s",

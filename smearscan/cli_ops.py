@@ -50,7 +50,7 @@ def check_ledger_file(path: Path) -> None:
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        from smearscan.ledger import corrupt_error, is_corrupt
+        from smearscan.ledger_errors import corrupt_error, is_corrupt
 
         if is_corrupt(exc):
             fail_usage(str(corrupt_error(path, exc)))

@@ -54,6 +54,11 @@ class OutputLocationError(SmearscanError):
     reverse, a read-only folder or mount); found before the first slide runs."""
 
 
+class ReportWriteError(SmearscanError):
+    """The report (``OUT.xlsx`` or ``OUT_cells.parquet``) could not be written (a full
+    disk, say) after the slides ran; the ledger has recorded them."""
+
+
 class ModelError(SmearscanError):
     """A segmentation model cannot be built, loaded or run (unknown name, bad weights, bad spec)."""
 

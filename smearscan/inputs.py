@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smearscan.errors import InputError
+from smearscan.results import SlideResult
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,25 @@ class SlideSource:
         path: Absolute path of the file (symlinks kept as found).
         relative: POSIX path relative to the input root it was found under; the
             file name for a file given directly. This is the ``slide`` key of the report.
+        problem: Not a file but a folder that could not be listed (permission
+            denied, I/O error): why. Its slides are unknown; the batch reports
+            it as a failed row (:meth:`failure`) instead of leaving them out unsaid.
     """
 
     path: Path
     relative: str
+    problem: str = ""
+
+    def failure(self) -> SlideResult:
+        """The report's row of a folder that could not be listed (stage ``list``)."""
+        return SlideResult(
+            slide=self.relative,
+            path=str(self.path),
+            status="failed",
+            error_stage="list",
+            error=self.problem,
+            group=self.relative,
+        )
 
 
 def _matches(relative: str, patterns: Sequence[str]) -> bool:
@@ -78,8 +94,20 @@ def _is_output_folder(entry: os.DirEntry[str], excluded: frozenset[str]) -> str:
     return ""
 
 
-def _walk(root: Path, excluded: frozenset[str] = frozenset()) -> Iterator[tuple[Path, str]]:
-    """Regular files under ``root`` as (path, POSIX relative path), in no particular order.
+def _unlisted(directory: Path, prefix: str, exc: OSError) -> tuple[Path, str, str]:
+    """What :func:`_walk` yields for a folder it cannot list: (path, name, problem)."""
+    logger.error("cannot list %s: %s; its slides are not processed", directory, exc)
+    why = exc.strerror or str(exc)
+    return (
+        directory,
+        prefix.rstrip("/") or directory.name,
+        f"cannot list the folder {directory} ({why}): the slides in it are not in this "
+        "report; fix its permissions (or the disk) and run again",
+    )
+
+
+def _walk(root: Path, excluded: frozenset[str] = frozenset()) -> Iterator[tuple[Path, str, str]]:
+    """Files under ``root`` as (path, POSIX relative path, ""), in no particular order.
 
     Skips names starting with '.', ``*.zarr`` directories, review folders of
     earlier runs (``*_previews/`` with an ``index.html``) and the directories
@@ -88,7 +116,8 @@ def _walk(root: Path, excluded: frozenset[str] = frozenset()) -> Iterator[tuple[
     visited, so loops end and linked-in subtrees keep their real paths. Entries
     that are neither files nor directories (broken links, link loops, FIFOs)
     are yielded too, so that opening them gives an ``Errors`` row; they are
-    never read.
+    never read. A folder that cannot be listed comes as (folder, its relative
+    path, the problem), for an ``Errors`` row.
     """
     visited: set[tuple[int, int]] = set()
     stack: list[tuple[Path, str]] = [(root, "")]
@@ -98,7 +127,7 @@ def _walk(root: Path, excluded: frozenset[str] = frozenset()) -> Iterator[tuple[
         try:
             stat = directory.stat()
         except OSError as exc:
-            logger.warning("cannot look at %s: %s", directory, exc)
+            yield _unlisted(directory, prefix, exc)
             continue
         if (stat.st_dev, stat.st_ino) in visited:
             logger.debug("skipping %s: directory already visited (symlink loop?)", directory)
@@ -107,7 +136,7 @@ def _walk(root: Path, excluded: frozenset[str] = frozenset()) -> Iterator[tuple[
         try:
             entries = list(os.scandir(directory))
         except OSError as exc:
-            logger.warning("cannot list %s: %s", directory, exc)
+            yield _unlisted(directory, prefix, exc)
             continue
         for entry in entries:
             if entry.name.startswith("."):
@@ -123,7 +152,7 @@ def _walk(root: Path, excluded: frozenset[str] = frozenset()) -> Iterator[tuple[
             else:
                 if not _entry_is(entry.is_file):
                     logger.debug("%s: not a regular file (broken link, FIFO?)", entry.path)
-                yield Path(entry.path), relative
+                yield Path(entry.path), relative, ""
 
 
 def list_inputs(
@@ -146,7 +175,8 @@ def list_inputs(
             run's own outputs, when the report is written inside an input folder.
 
     Returns:
-        Sources sorted by (input order, relative path), each resolved file once.
+        Sources sorted by (input order, relative path), each resolved file once;
+        a folder that could not be listed is one source with its ``problem``.
 
     Raises:
         InputError: An input does not exist, or is a Zarr store.
@@ -163,8 +193,11 @@ def list_inputs(
                 raise InputError(root, "is a Zarr store (an output), not a folder of images")
             candidates = sorted(_walk(root, excluded), key=lambda found: found[1])
         else:
-            candidates = [(root, root.name)]
-        for path, relative in candidates:
+            candidates = [(root, root.name, "")]
+        for path, relative, problem in candidates:
+            if problem:  # a folder that could not be listed: always reported
+                sources.append(SlideSource(path.absolute(), relative, problem))
+                continue
             if patterns and not _matches(relative, patterns):
                 continue
             if not patterns and path.suffix.lower() in SIDECAR_SUFFIXES:

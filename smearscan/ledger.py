@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from smearscan import __version__
-from smearscan.errors import SmearscanError
 from smearscan.fingerprint import (
     FileIdentity,
     canonical_json,
@@ -30,6 +29,7 @@ from smearscan.fingerprint import (
     params_hash,
     regular_file_stat,
 )
+from smearscan.ledger_errors import LedgerCorruptError, LedgerError, corrupt_error, is_corrupt
 from smearscan.ledger_rows import SLIDE_STATUSES, LedgerQueries, LedgerRow, row_from
 
 __all__ = [
@@ -52,6 +52,8 @@ QUEUED = "queued: not started yet"
 #: without ``--retry-failed``: a slide that kills or hangs the process each night
 #: must not keep the nights after it from finishing.
 MAX_INTERRUPTIONS = 3
+#: Reason of a slide whose last attempt failed for a passing cause (:meth:`Ledger.mark_retry`).
+RETRY_REASON = "failed before for a passing cause: tried again"
 INTERRUPTED_REASON = (
     f"the runs processing it were killed {MAX_INTERRUPTIONS} times (use --retry-failed)"
 )
@@ -84,35 +86,6 @@ def _key(
 ) -> tuple[str, str, str, str, str]:
     """The values of :data:`_KEY_COLS` for one slide content, models and parameters."""
     return (identity.path, identity.sha256, model_sha, classifier_sha, params_hash)
-
-
-class LedgerError(SmearscanError):
-    """The ledger cannot be used (not a ledger, newer schema, busy, unknown row)."""
-
-
-class LedgerCorruptError(LedgerError):
-    """The ledger file is damaged beyond its header (SQLite reports a malformed database)."""
-
-
-#: SQLite's primary result code of a damaged database file (``SQLITE_CORRUPT``; a file
-#: that is no database at all is ``SQLITE_NOTADB``, "not a usable ledger").
-_SQLITE_CORRUPT = 11
-
-
-def is_corrupt(exc: sqlite3.Error) -> bool:
-    """Whether an SQLite error says the database file is damaged."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return (code is not None and (code & 0xFF) == _SQLITE_CORRUPT) or "malformed" in str(exc)
-
-
-def corrupt_error(path: Path, problem: object) -> LedgerCorruptError:
-    """The error of a damaged ledger: what is wrong and the operator's three ways out."""
-    return LedgerCorruptError(
-        f"ledger {path} is damaged ({' '.join(str(problem).split())}). Check it with "
-        f"`sqlite3 {path} 'PRAGMA integrity_check'`; restore it from your backup of it if "
-        f"you keep one, or move it aside (`mv {path} {path}.damaged`, with its -wal and -shm "
-        "files) to start a fresh ledger: the next run then processes every slide again"
-    )
 
 
 def _now() -> str:
@@ -180,6 +153,29 @@ class Ledger(LedgerQueries):
             conn.close()
             raise
         return ledger
+
+    @classmethod
+    def open_snapshot(cls, path: str | Path) -> Ledger:
+        """The ledger at ``path`` read-only, as its main file holds it (SQLite
+        ``immutable``: no WAL, nothing written), for a disk too full to open it
+        normally; an empty in-memory ledger when the file cannot be read. Every
+        write to it raises :class:`LedgerError`."""
+        path = Path(os.path.abspath(Path(path).expanduser()))
+        try:
+            conn = sqlite3.connect(
+                f"{path.as_uri()}?immutable=1", uri=True, isolation_level=None,
+                check_same_thread=False,
+            )  # fmt: skip
+            conn.execute("SELECT version FROM schema_version").fetchone()
+        except sqlite3.Error as exc:
+            logger.warning("ledger %s unreadable (%s): taken as empty", path, exc)
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            empty = cls(conn, path)
+            empty._init_schema()
+            return empty
+        conn.row_factory = sqlite3.Row
+        return cls(conn, path)
 
     def _init_schema(self) -> None:
         with self._tx() as c:
@@ -251,7 +247,10 @@ class Ledger(LedgerQueries):
                 logger.warning(
                     "ledger %s: run %d closed unfinished: interrupted", self.path, run_id
                 )
-                self.finish_run(run_id, "interrupted")
+                try:
+                    self.finish_run(run_id, "interrupted")
+                except LedgerError as exc:  # a full disk: the next run finds it stale
+                    logger.error("ledger %s: run %d left 'running': %s", self.path, run_id, exc)
         finally:
             self._conn.close()
             self._closed = True
@@ -365,6 +364,7 @@ class Ledger(LedgerQueries):
             ``(process, reason)``, reason one of: ``forced``; ``done`` (an ``ok``
             row with this content, models and parameters); ``failed (use
             --retry-failed)``, or ``retry failed`` with ``retry_failed``;
+            :data:`RETRY_REASON` (failed for a passing cause, :meth:`mark_retry`);
             ``interrupted`` (left ``running`` by a killed run), or
             :data:`INTERRUPTED_REASON` after :data:`MAX_INTERRUPTIONS` attempts
             (processed again only with ``retry_failed``); ``in progress``
@@ -376,18 +376,18 @@ class Ledger(LedgerQueries):
             return True, "forced"
         key = _key(identity, model_sha, classifier_sha, params_hash)
         rows = self._query(
-            "SELECT s.status, run_id, r.status, r.host, r.pid, s.attempts FROM slides s "
-            f"JOIN runs r USING (run_id) WHERE {_KEY}",
+            "SELECT s.status, run_id, r.status, r.host, r.pid, s.attempts, s.error_stage "
+            f"FROM slides s JOIN runs r USING (run_id) WHERE {_KEY}",
             key,
         )
         if rows:
-            status, run_id, run_status, host, pid, attempts = tuple(rows[0])
+            status, run_id, run_status, host, pid, attempts, error_stage = tuple(rows[0])
             if status == "ok":
                 return False, "done"
             if status == "failed":
                 return (True, "retry failed") if retry_failed else (False, FAILED_REASON)
             if status == "skipped":
-                return True, "skipped before"
+                return True, RETRY_REASON if error_stage else "skipped before"
             if run_status == "running" and self._alive(run_id, host, pid):
                 return False, "in progress"
             if attempts >= MAX_INTERRUPTIONS and not retry_failed:
@@ -491,6 +491,12 @@ class Ledger(LedgerQueries):
     def mark_failed(self, slide_id: int, stage: str, message: str, *, seconds: float = 0.0) -> None:
         """Record slide row ``slide_id`` ``failed`` in ``stage`` with ``message``; wall time (s)."""
         self._finish(slide_id, "failed", error_stage=stage, error=message, seconds=float(seconds))
+
+    def mark_retry(self, slide_id: int, stage: str, message: str, *, seconds: float = 0.0) -> None:
+        """Record slide row ``slide_id`` failed in ``stage`` for a passing cause (a full
+        disk, a vanished file: :mod:`smearscan.failure_kinds`): ``skipped`` with the
+        stage and message, so the next run processes it again without ``--retry-failed``."""
+        self._finish(slide_id, "skipped", error_stage=stage, error=message, seconds=float(seconds))
 
     def mark_skipped(self, slide_id: int, reason: str) -> None:
         """Record slide row ``slide_id`` ``skipped`` (not processed, so not done)."""

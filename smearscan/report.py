@@ -12,7 +12,8 @@ Sheets (DESIGN.md output contract):
   ungrouped field is its own group): the fields' counts added up, percentages
   per type, blast count and percentage, the group flags, with a chart.
 * ``Run``: versions, model, every parameter, start/end time, host.
-* ``Errors``: one row per failed slide: slide, stage, message.
+* ``Errors``: one row per slide not ok (failed, or skipped: not run, with why): slide,
+  stage, message.
 
 The workbook is written with XlsxWriter (:mod:`smearscan.report_sheets`):
 it writes a cell in a few microseconds where openpyxl took 10-25, and in its
@@ -43,9 +44,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xlsxwriter.exceptions import FileCreateError
+
 from smearscan.atomic import atomic_write
 from smearscan.cell_types import CELL_TYPES
 from smearscan.config import ReviewConfig
+from smearscan.errors import ReportWriteError
+from smearscan.failure_kinds import is_disk_full
 from smearscan.flags import summarise_groups
 from smearscan.report_sheets import (
     new_workbook,
@@ -404,6 +409,16 @@ def _run_value(value: Any) -> Any:
     return value if isinstance(value, (int, float, str)) or value is None else str(value)
 
 
+def _not_written(path: Path, exc: Exception) -> ReportWriteError:
+    """The error of a report that could not be written: what happened and what to do."""
+    cause = exc.__context__ if isinstance(exc, FileCreateError) and exc.__context__ else exc
+    what = "the disk is full: free space in" if is_disk_full(exc) else "check"
+    return ReportWriteError(
+        f"report {path} not written ({cause}); {what} {path.parent} and run again "
+        "(with the run ledger the slides done are not processed again)"
+    )
+
+
 def write_report(
     path: Path,
     results: Sequence[SlideResult],
@@ -425,6 +440,9 @@ def write_report(
 
     Returns:
         The report path.
+
+    Raises:
+        ReportWriteError: Either file could not be written (a full disk...).
     """
     path = Path(path)
     base = path.parent.resolve()
@@ -443,7 +461,9 @@ def write_report(
             path.with_name(f"{path.stem}_cells.*"),
         )
     run_rows = [[k, _run_value(v)] for k, v in run_info.items()]
-    error_rows = [[r.slide, r.error_stage, r.error] for r in results if r.status == "failed"]
+    error_rows = [  # every slide not ok: failed, and skipped with the reason
+        [r.slide, r.error_stage or r.status, r.error] for r in results if r.status != "ok"
+    ]
 
     def write(tmp: Path) -> None:
         wb = new_workbook(tmp)
@@ -461,9 +481,12 @@ def write_report(
             raise
         wb.close()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_cells_table((columns, cells), OutputPaths.for_report(path).cells, run_info)
-    atomic_write(path, write)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_cells_table((columns, cells), OutputPaths.for_report(path).cells, run_info)
+        atomic_write(path, write)
+    except (OSError, FileCreateError) as exc:  # XlsxWriter wraps the OSError of its zip
+        raise _not_written(path, exc) from exc
     log.info(
         "report written: %s (%d slides, %d failed)",
         path,
