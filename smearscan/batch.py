@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from smearscan.batch_ledger import (
     ledger_path,
@@ -30,9 +31,10 @@ from smearscan.executor import run_tasks
 from smearscan.flags import summarise_groups
 from smearscan.grouping import assign_groups
 from smearscan.inputs import list_inputs
+from smearscan.leftovers import clear_leftovers
 from smearscan.provenance import run_info
 from smearscan.report import write_report
-from smearscan.results import BatchResult, OutputPaths, SlideResult
+from smearscan.results import BatchResult, GroupResult, OutputPaths, SlideResult
 from smearscan.review_page import write_review_page
 from smearscan.runlock import lock_path_for
 from smearscan.slide_keys import unique_keys
@@ -118,6 +120,8 @@ def process_batch(
     if on_start is not None:
         on_start(tasks)
     outputs.report.parent.mkdir(parents=True, exist_ok=True)
+    ledger = ledger_path(config, outputs)  # killed runs' leftovers go, even with nothing to do
+    clear_leftovers(outputs, results_dir_for(ledger) if ledger is not None else None)
     previews = outputs.previews.resolve() if config.output.write_previews else None
     stop = StopRequest()  # SIGINT/SIGTERM: the slides in progress finish, the rest are skipped
 
@@ -151,18 +155,30 @@ def process_batch(
             stop=stop,
         )
 
-    with stop.installed():
+    with stop.installed():  # until the report is written: a signal then lets it finish
         results, processed = run_with_ledger(
             open_batch_ledger(config, outputs), tasks, run, on_result, config.batch.since
         )
         results += unlisted
-    group_results = summarise_groups(results, config.review)
-    finished = datetime.now(UTC).astimezone()
-    info = run_info(config, inputs, outputs, started, finished, results, processed)
-    write_report(outputs.report, results, info, group_results)
+        stop.writing_report = True
+        group_results = summarise_groups(results, config.review)
+        finished = datetime.now(UTC).astimezone()
+        info = run_info(config, inputs, outputs, started, finished, results, processed)
+        _write_report_and_page(outputs.report, results, info, group_results, previews)
+    return BatchResult(results, outputs, info, group_results, processed, stop.signal_name)
+
+
+def _write_report_and_page(
+    report: Path,
+    results: list[SlideResult],
+    info: dict[str, Any],
+    groups: list[GroupResult],
+    previews: Path | None,
+) -> None:
+    """The report, then the review page (when previews are on; its failure is only logged)."""
+    write_report(report, results, info, groups)
     if previews is not None:
         try:
             write_review_page(results, previews)
         except OSError as exc:  # the report and masks are written; the page is a convenience
             log.error("review page not written in %s: %s", previews, exc)
-    return BatchResult(results, outputs, info, group_results, processed, stop.signal_name)

@@ -4,8 +4,12 @@ While :meth:`StopRequest.installed` is active (in the main thread), the first
 SIGINT or SIGTERM sets the request instead of killing the process: slides
 already running finish and are recorded, slides not yet started come back as
 ``skipped`` ("not run: the batch was stopped by SIGTERM"), and the report is
-written as usual. A second signal aborts at once (the default action), for an
-operator who will not wait.
+written as usual. :func:`smearscan.batch.process_batch` keeps the handler
+installed until the report and the review page are written, so a signal that
+arrives while they are written lets them finish too (the run still counts as
+stopped). A second signal aborts at once (the default action), for an operator
+who will not wait; the temporary files being written then are removed first
+(:func:`smearscan.atomic.remove_temps_in_progress`), so none is left behind.
 
 With a run ledger the skipped slides are recorded as such, so the next run
 processes them.
@@ -21,6 +25,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from smearscan.atomic import remove_temps_in_progress
 from smearscan.results import SlideResult
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,8 @@ class StopRequest:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signal_name = ""
+        #: Set once every slide is done and the report is being written (the log says so).
+        self.writing_report = False
 
     @property
     def requested(self) -> bool:
@@ -45,11 +52,15 @@ class StopRequest:
         name = signal.Signals(signum).name
         if self.event.is_set():  # the second signal: stop waiting
             log.error("%s again: aborting now", name)
+            remove_temps_in_progress()
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
             return
         self.signal_name = name
         self.event.set()
+        if self.writing_report:
+            log.warning("%s: stopping once the report is written (send it again to abort)", name)
+            return
         log.warning(
             "%s: stopping after the slides in progress; the others are skipped "
             "(send it again to abort at once)",

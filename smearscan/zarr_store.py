@@ -46,6 +46,7 @@ from typing import Any
 import zarr
 
 from smearscan.errors import OutputPathError
+from smearscan.leftovers import zarr_staging_dir
 from smearscan.models.base import SEMANTIC_CLASSES
 from smearscan.ngff import SCRATCH, full_resolution, update_series, write_slide_ngff
 from smearscan.slide_keys import (  # noqa: F401  (re-exported)
@@ -93,8 +94,7 @@ def staging_dir(zarr_path: Path) -> Path:
     function of the path (and the shared filesystem), so every worker of a
     distributed run, on any machine, finds the same one.
     """
-    root = Path(zarr_path).resolve()
-    return root.parent / f".{root.name}.partial"
+    return zarr_staging_dir(zarr_path)  # defined without zarr, for the runs' cleanup
 
 
 def _real_staging_dir(zarr_path: Path) -> Path:
