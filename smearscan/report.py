@@ -52,6 +52,7 @@ from smearscan.config import ReviewConfig
 from smearscan.errors import ReportWriteError
 from smearscan.failure_kinds import is_disk_full
 from smearscan.flags import summarise_groups
+from smearscan.percentages import percent_of
 from smearscan.report_sheets import (
     new_workbook,
     percent_bar_chart,
@@ -143,7 +144,7 @@ def summary_row(result: SlideResult, base: Path) -> dict[str, Any]:
         row.update(
             wbc_count=result.wbc_count,
             blast_count=blasts,
-            blast_percent=round(100.0 * blasts / result.wbc_count, 2) if result.wbc_count else None,
+            blast_percent=percent_of(blasts, result.wbc_count),
             rbc_count=result.rbc_count,
             platelet_count=result.platelet_count,
         )
@@ -361,17 +362,18 @@ DIFFERENTIAL_LEAD: tuple[str, ...] = ("group", "fields", "fields_failed", "wbc_c
 def differential_rows(groups: Sequence[GroupResult]) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the Differential sheet, one row per group.
 
-    Percentages are of all WBCs counted in the group (None without WBCs).
+    Percentages are of all WBCs counted in the group (None without WBCs), by
+    :func:`~smearscan.percentages.percent_of`; ``blast_count`` and
+    ``blast_percent`` are the ``blast`` type's columns (one each).
     """
     header = [*DIFFERENTIAL_LEAD]
     header += [f"{t}_count" for t in CELL_TYPES] + [f"{t}_percent" for t in CELL_TYPES]
-    header += ["blast_count", "blast_percent", "flags"]
+    header += ["flags"]
     rows = []
     for g in groups:
         total = g.wbc_count
         counts = [g.cell_counts.get(t, 0) for t in CELL_TYPES]
-        percents = [round(100.0 * c / total, 1) if total else None for c in counts]
-        blast_percent = g.blast_percent
+        percents = [percent_of(c, total) for c in counts]
         rows.append(
             [
                 g.group,
@@ -380,8 +382,6 @@ def differential_rows(groups: Sequence[GroupResult]) -> tuple[list[str], list[li
                 total,
                 *counts,
                 *percents,
-                g.blast_count,
-                round(blast_percent, 2) if blast_percent is not None else None,
                 ", ".join(g.flags),
             ]
         )

@@ -22,6 +22,7 @@ import numpy as np
 
 from smearscan.atomic import atomic_write
 from smearscan.cell_types import CELL_TYPES
+from smearscan.percentages import percent_of
 from smearscan.results import SlideResult
 
 log = logging.getLogger(__name__)
@@ -183,8 +184,8 @@ def _entry_counts(result: SlideResult) -> dict[str, int | float]:
         return {}
     counts: dict[str, int | float] = {"WBC": result.wbc_count}
     counts.update({t: result.cell_counts.get(t, 0) for t in CELL_TYPES})
-    blasts = sum(bool(c.get("is_blast")) for c in result.cells)
-    counts["blast %"] = round(100.0 * blasts / result.wbc_count, 1) if result.wbc_count else 0.0
+    blast_percent = percent_of(result.cell_counts.get("blast", 0), result.wbc_count)
+    counts["blast %"] = float("nan") if blast_percent is None else blast_percent  # as in Summary
     counts["RBC"] = result.rbc_count if result.rbc_count is not None else float("nan")
     counts["platelets"] = result.platelet_count if result.platelet_count is not None else 0
     return counts
