@@ -18,6 +18,11 @@ flag                     level  set when
 ``LOW_WBC_COUNT``        group  fewer than ``min_wbc_count`` WBCs counted over
                                 the group's fields (an ungrouped field is its
                                 own group)
+``NO_SMEAR``             both   the field holds no smear (no illuminated
+                                background, or no stained cell:
+                                :mod:`smearscan.blank_field`); it is not
+                                segmented and counts zero cells; a group has it
+                                when any of its fields has
 =======================  =====  ================================================
 """
 
@@ -38,9 +43,14 @@ BLASTS_PRESENT = "BLASTS_PRESENT"
 LOW_WBC_COUNT = "LOW_WBC_COUNT"
 LOW_CONFIDENCE_CELLS = "LOW_CONFIDENCE_CELLS"
 POOR_STAIN_OR_FOCUS = "POOR_STAIN_OR_FOCUS"
+NO_SMEAR = "NO_SMEAR"
 
 #: Every flag, in the order they are listed.
-FLAGS: tuple[str, ...] = (BLASTS_PRESENT, LOW_WBC_COUNT, LOW_CONFIDENCE_CELLS, POOR_STAIN_OR_FOCUS)
+FLAGS: tuple[str, ...] = (
+    BLASTS_PRESENT, LOW_WBC_COUNT, LOW_CONFIDENCE_CELLS, POOR_STAIN_OR_FOCUS, NO_SMEAR,
+)  # fmt: skip
+#: Field flags that a group takes from any of its fields.
+_SHARED_FLAGS = (BLASTS_PRESENT, POOR_STAIN_OR_FOCUS, NO_SMEAR)
 
 
 def quality_problems(quality: dict[str, float], config: ReviewConfig) -> list[str]:
@@ -99,6 +109,21 @@ def apply_field_flags(result: SlideResult, config: ReviewConfig) -> None:
         log.info("%s: %s: %s", result.slide, POOR_STAIN_OR_FOCUS, "; ".join(problems))
 
 
+def mark_no_smear(result: SlideResult, reason: str) -> None:
+    """Record a field without a smear: no cells, zero counts, ``NO_SMEAR`` and the reason.
+
+    Args:
+        result: The field, not segmented.
+        reason: Why it holds no smear (:meth:`smearscan.blank_field.FieldContent.blank_reason`).
+    """
+    result.cells = []
+    result.wbc_count, result.rbc_count, result.platelet_count = 0, 0, 0
+    result.cell_counts = dict.fromkeys(CELL_TYPES, 0)
+    _add(result.flags, NO_SMEAR)
+    result.notes.append(f"{NO_SMEAR}: {reason}; not segmented, no cells counted")
+    log.warning("%s: %s: %s; not segmented", result.slide, NO_SMEAR, reason)
+
+
 def _add_field(group: GroupResult, result: SlideResult, config: ReviewConfig) -> None:
     if result.status != "ok" or result.wbc_count is None:
         group.fields_failed += result.status == "failed"
@@ -111,7 +136,7 @@ def _add_field(group: GroupResult, result: SlideResult, config: ReviewConfig) ->
     group.low_confidence_cells += low_confidence_count(
         result.cells, config.low_confidence_threshold
     )
-    for flag in (BLASTS_PRESENT, POOR_STAIN_OR_FOCUS):
+    for flag in _SHARED_FLAGS:
         if flag in result.flags:
             _add(group.flags, flag)
 

@@ -10,7 +10,7 @@ Conversion rules (listed in ``notes``):
 * ``uint16``: ``round(v * 255 / 65535)`` (no auto-contrast, so every chunk of a
   slide is converted identically; 12-bit data stored in 16 bits looks dark);
   other integers: negatives clipped, scaled by the dtype maximum; ``bool``:
-  0/255; floating point: assumed in ``[0, 1]``, clipped.
+  0/255; floating point: assumed in ``[0, 1]``, clipped, NaN as 0.
 * 1 channel: replicated to RGB; 2 (gray + alpha) and 4 (RGBA) channels:
   composited on white; more than 4: the first 3 used.
 * palette: expanded through the colormap; TIFF "min-is-white": inverted;
@@ -157,7 +157,7 @@ def conversion_notes(
     if dtype == np.uint16:
         notes.append("16-bit scaled to 8-bit")
     elif dtype.kind == "f":
-        notes.append(f"{dtype.name} assumed in [0, 1], scaled to 8-bit")
+        notes.append(f"{dtype.name} assumed in [0, 1], scaled to 8-bit (NaN as 0)")
     elif dtype.kind == "b":
         notes.append("binary image scaled to 0/255")
     elif dtype != np.uint8:
@@ -180,8 +180,9 @@ def scale_to_uint8(block: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         return block.astype(np.uint8, copy=False)
     if dtype.kind == "b":
         return block.astype(np.uint8) * np.uint8(255)
-    if dtype.kind == "f":
-        return np.rint(np.clip(block.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if dtype.kind == "f":  # NaN (no value) as 0, not an undefined cast
+        values = np.nan_to_num(block.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
     if dtype.kind in "ui":
         top = float(np.iinfo(cast(Any, dtype)).max)
         values = np.clip(block.astype(np.float64), 0.0, top)

@@ -25,11 +25,12 @@ import torch
 
 from smearscan import __version__
 from smearscan.batch import SlideTask, TileProgress, process_batch  # noqa: F401  (re-exported)
+from smearscan.blank_field import field_content
 from smearscan.cells import run_cell_stage
 from smearscan.classify import CellClassifier, load_classifier
 from smearscan.config import ProcessConfig, ScaleConfig
 from smearscan.errors import ProcessingError, SmearscanError
-from smearscan.flags import apply_field_flags
+from smearscan.flags import apply_field_flags, mark_no_smear
 from smearscan.grouping import UNGROUPED_NOTE
 from smearscan.inference import TilePredictor, choose_device
 from smearscan.limits import (
@@ -390,6 +391,11 @@ def _process_into(
         result.width, result.height, result.notes = slide.width, slide.height, list(slide.notes)
         for note in result.notes:
             log.info("%s: %s", result.slide, note)
+        with stage("read"):  # a field without a smear gets no cells, never a differential
+            blank = field_content(slide_reader(slide), slide.height, slide.width).blank_reason()
+        if blank is not None:
+            mark_no_smear(result, blank)
+            return
         with stage("scale"):
             pixel_size, result.pixel_size_method = resolve_pixel_size(slide, config.scale)
             result.pixel_size_um = pixel_size
