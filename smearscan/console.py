@@ -41,6 +41,10 @@ EXIT_USAGE = 2
 
 _FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _PLAIN_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+_PLAIN_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: Time stamps of the rich console: ISO 8601 like the plain lines and the log file
+#: (rich's default, ``[%x %X]``, is MM/DD/YY in the C locale).
+RICH_TIME_FORMAT = f"[{_PLAIN_TIME_FORMAT}]"
 
 #: Record attributes (set with ``logger.info(..., extra={...})``) copied into JSON lines.
 JSON_EXTRA_FIELDS = ("slide", "stage", "status")
@@ -145,13 +149,15 @@ def setup_logging(
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler: logging.Handler
     if rich:
-        handler = RichHandler(console=console, show_path=False, markup=False)
+        handler = RichHandler(
+            console=console, show_path=False, markup=False, log_time_format=RICH_TIME_FORMAT
+        )
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
             JsonFormatter()
             if fmt is LogFormat.JSON
-            else logging.Formatter(_PLAIN_FORMAT, "%Y-%m-%d %H:%M:%S")
+            else logging.Formatter(_PLAIN_FORMAT, _PLAIN_TIME_FORMAT)
         )
     handler.setLevel(level)
     logger.addHandler(handler)
@@ -224,7 +230,8 @@ class BatchProgress:
             self._progress.update(task, completed=done)
 
     def slide_done(self, result: SlideResult) -> None:
-        """One slide finished: an INFO line if ok, a WARNING if it failed.
+        """One slide finished: an INFO line if ok or skipped (with the reason), an ERROR
+        if it failed (the run's only line about the failure: the pipeline logs none).
 
         The record carries ``slide``, ``status`` and (failed) ``stage`` as extras.
         """
@@ -236,12 +243,15 @@ class BatchProgress:
                     self._progress.remove_task(task)
                 if self._overall is not None:
                     self._progress.advance(self._overall)
-            ok = result.status == "ok"
-            what = "ok" if ok else f"FAILED ({result.error_stage}: {result.error})"
-            # A failure is a warning here too: on a dask cluster the pipeline's own
-            # error line is logged by the worker, so this is the client's only one.
+            failed = result.status == "failed"
+            if result.status == "ok":
+                what = "ok"
+            elif result.status == "skipped":  # e.g. not run: the batch was stopped by SIGTERM
+                what = f"skipped ({result.error})" if result.error else "skipped"
+            else:
+                what = f"FAILED ({result.error_stage}: {result.error})"
             self._log.log(
-                logging.INFO if ok else logging.WARNING,
+                logging.ERROR if failed else logging.INFO,
                 "[%d/%d] %s %s (%.1f s)",
                 self._done,
                 self._total,
@@ -250,7 +260,7 @@ class BatchProgress:
                 result.seconds,
                 extra={
                     "slide": result.slide,
-                    "stage": None if ok else result.error_stage,
+                    "stage": result.error_stage if failed else None,
                     "status": result.status,
                 },
             )

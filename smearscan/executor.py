@@ -3,6 +3,7 @@
 Locally the slides are ``dask.delayed`` tasks computed by Dask's threaded
 scheduler (``workers`` at a time); with a scheduler address they are
 submitted to a ``dask.distributed`` cluster and gathered as they complete.
+Locally the slides start in the order given (see :class:`_InOrder`).
 Either way ``on_result`` is called once per slide, as soon as it finishes,
 in the calling process. The function must not raise: it returns a result
 describing a failure instead (see :func:`smearscan.pipeline.run_slide_safely`).
@@ -11,8 +12,9 @@ describing a failure instead (see :func:`smearscan.pipeline.run_slide_safely`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from smearscan.errors import ConfigError
 
@@ -34,19 +36,46 @@ def _result_callback(keys: set[Any], on_result: Callable[[Any], None]) -> Any:
     return ResultCallback()
 
 
+class _InOrder(Generic[T, R]):
+    """The tasks handed out in their order to whichever Dask task runs next.
+
+    Dask's threaded scheduler starts independent tasks in the order of
+    :func:`dask.order.order`, not in the order given (with ``slide-{i}`` keys:
+    reverse sorted as text, ``slide-9`` first and ``slide-10`` between
+    ``slide-1`` and ``slide-0``). Each Dask task therefore takes the next slide
+    here when it starts, so slides start in batch (sorted) order whatever the
+    scheduler picks; results carry their index to come back in task order.
+    """
+
+    def __init__(self, fn: Callable[[T], R], tasks: Sequence[T]) -> None:
+        self._fn, self._tasks = fn, tasks
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, _slot: int) -> tuple[int, R]:
+        with self._lock:
+            index = self._next
+            self._next += 1
+        return index, self._fn(self._tasks[index])
+
+
 def _run_local(
     fn: Callable[[T], R], tasks: Sequence[T], workers: int, on_result: Callable[[R], None]
 ) -> list[R]:
     import dask  # imported with the first slide to run: a re-run with nothing to do skips it
 
+    run_next = _InOrder(fn, tasks)
     delayed = [
-        dask.delayed(fn, pure=False)(task, dask_key_name=f"slide-{i}")
-        for i, task in enumerate(tasks)
+        dask.delayed(run_next, pure=False)(i, dask_key_name=f"slide-{i}")
+        for i in range(len(tasks))
     ]
     keys = {d.key for d in delayed}
-    with _result_callback(keys, on_result):
-        results = dask.compute(*delayed, scheduler="threads", num_workers=workers)
-    return list(results)
+    with _result_callback(keys, lambda item: on_result(item[1])):
+        indexed = dask.compute(*delayed, scheduler="threads", num_workers=workers)
+    results: list[Any] = [None] * len(tasks)
+    for index, result in indexed:
+        results[index] = result
+    return results
 
 
 def _run_distributed(

@@ -476,7 +476,8 @@ def run_slide_safely(
         with deadline(config.batch.slide_timeout_s):
             _process_into(result, config, zarr_path, task.key, progress, previews_dir, task.path)
     except ProcessingError as exc:
-        log.error("%s failed at %s: %s", task.relative, exc.stage, exc.message)
+        # the batch's progress line reports it (console.BatchProgress): once is enough
+        log.debug("%s failed at %s: %s", task.relative, exc.stage, exc.message)
         result.status, result.error_stage, result.error = "failed", exc.stage, exc.message
         result.mask_path = ""
         discard_slide_store(zarr_path, task.key)

@@ -75,7 +75,7 @@ def test_process_log_format_json(tmp_path: Path) -> None:
     done = {r["slide"]: r for r in records if r["logger"] == "smearscan.progress" and "slide" in r}
     assert done["f0.png"]["status"] == "ok" and "stage" not in done["f0.png"]
     assert done["broken.png"]["status"] == "failed" and done["broken.png"]["stage"] == "read"
-    assert done["broken.png"]["level"] == "WARNING"
+    assert done["broken.png"]["level"] == "ERROR"  # the one line about the failure
     assert any("report written" in str(r["message"]) for r in records)
     console = _json_lines(result.stderr)  # the console too: JSON lines, no rich output
     assert any(r.get("slide") == "broken.png" for r in console)
