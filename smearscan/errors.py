@@ -45,6 +45,10 @@ class ImageTooLargeError(InputError):
     decompression bomb, refused before any pixel is decoded."""
 
 
+class FingerprintTimeoutError(InputError):
+    """Hashing a file for the run ledger took longer than ``--slide-timeout`` (a huge file)."""
+
+
 class OutputPathError(SmearscanError):
     """An output name (a slide's Zarr group or preview file) would leave its output directory."""
 

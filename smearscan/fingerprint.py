@@ -16,9 +16,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from smearscan.errors import InputError
+from smearscan.errors import FingerprintTimeoutError, InputError
+from smearscan.limits import SlideTimeoutError, check_deadline
 
 HASH_CHUNK_BYTES = 1 << 20  # bytes read per step while hashing a file (1 MiB)
+HEAD_BYTES = 1 << 20
+"""Bytes of a refused file (:func:`head_identity`) that its fingerprint covers (1 MiB)."""
+HEAD_PREFIX = "head:"
+"""Prefix of a :func:`head_identity` fingerprint (never equal to a content sha256)."""
+_MIB = float(1 << 20)
 
 
 @dataclass(frozen=True)
@@ -81,16 +87,31 @@ def regular_file_stat(path: str) -> os.stat_result:
 def sha256_file(path: str) -> str:
     """Hex sha256 of a file's content, read in :data:`HASH_CHUNK_BYTES` chunks.
 
+    Inside :func:`smearscan.limits.deadline` (the batch plans each slide under
+    ``--slide-timeout``) the deadline is checked after every chunk, so hashing
+    a huge file stops once the slide's time is spent.
+
     Raises:
         InputError: The file cannot be read.
+        FingerprintTimeoutError: The deadline passed before the end of the file.
     """
     digest = hashlib.sha256()
+    done = 0
     try:
         with open(path, "rb") as fh:
             while chunk := fh.read(HASH_CHUNK_BYTES):
                 digest.update(chunk)
+                done += len(chunk)
+                check_deadline("the rest of the file")
     except OSError as exc:
         raise InputError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    except SlideTimeoutError as exc:
+        size = os.stat(path).st_size
+        raise FingerprintTimeoutError(
+            path,
+            f"sha256 fingerprint not finished: {exc} after reading {done / _MIB:.0f} of "
+            f"{size / _MIB:.0f} MiB; not run (raise --slide-timeout to process a file this large)",
+        ) from exc
     return digest.hexdigest()
 
 
@@ -108,3 +129,26 @@ def hash_file(path: str | Path) -> FileIdentity:
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         raise InputError(path, "changed while it was read (still being copied?); retry later")
     return FileIdentity(path, before.st_size, before.st_mtime_ns, sha, hashed=True)
+
+
+def head_identity(path: str | Path) -> FileIdentity:
+    """Identity of a file refused before hashing, from its first :data:`HEAD_BYTES` only.
+
+    A file whose header is invalid, or which is far larger than the image its
+    header claims (:func:`smearscan.image_header.check_header`), is never read
+    whole: its fingerprint is ``head:`` + the sha256 of its size, mtime and
+    first bytes, so the ledger still records its failure (and a changed file
+    is tried again) without the cost of hashing a possibly huge, sparse file.
+
+    Raises:
+        InputError: As :func:`regular_file_stat`, or the file cannot be read.
+    """
+    path = os.path.abspath(path)
+    st = regular_file_stat(path)
+    digest = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:".encode())
+    try:
+        with open(path, "rb") as fh:
+            digest.update(fh.read(HEAD_BYTES))
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    return FileIdentity(path, st.st_size, st.st_mtime_ns, HEAD_PREFIX + digest.hexdigest(), True)

@@ -53,14 +53,16 @@ _OTHER_IMAGES: dict[bytes, str] = {
     b"PK\x03\x04": "ZIP archive",
 }  # fmt: skip
 _BMP_DIB_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
-_HEADER_READERS: dict[str, type[ImageFile.ImageFile]] = {
+HEADER_READERS: dict[str, type[ImageFile.ImageFile]] = {
     "jpeg": JpegImagePlugin.JpegImageFile,
     "png": PngImagePlugin.PngImageFile,
     "bmp": BmpImagePlugin.BmpImageFile,
 }
-_HEADER_ERRORS: tuple[type[Exception], ...] = (
+"""Pillow's format plugin of each raster format (parses the header only)."""
+HEADER_ERRORS: tuple[type[Exception], ...] = (
     SyntaxError, ValueError, OSError, EOFError, KeyError, IndexError, TypeError,
 )  # fmt: skip
+"""Exceptions Pillow's plugins raise on a bad header."""
 _SUFFIXES: dict[str, frozenset[str]] = {
     "jpeg": frozenset({".jpg", ".jpeg", ".jpe", ".jfif"}),
     "png": frozenset({".png"}),
@@ -124,7 +126,7 @@ def raster_header_size(path: Path, fmt: str) -> tuple[int, int]:
     Raises:
         CorruptImageError: The header cannot be parsed.
     """
-    reader = _HEADER_READERS[fmt]
+    reader = HEADER_READERS[fmt]
     try:
         with path.open("rb") as fh:
             image = reader(fh)
@@ -132,7 +134,7 @@ def raster_header_size(path: Path, fmt: str) -> tuple[int, int]:
                 return int(image.size[0]), int(image.size[1])
             finally:
                 image.close()
-    except _HEADER_ERRORS as exc:
+    except HEADER_ERRORS as exc:
         raise CorruptImageError(path, f"cannot read {fmt.upper()} header: {exc}") from exc
 
 

@@ -53,11 +53,11 @@ from smearscan.image_decode import (
     pixel_size_from_density,
     to_rgb8,
 )
+from smearscan.image_header import check_header
 from smearscan.input_checks import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_FORMATS,
     check_pixel_limit,
-    check_readable_file,
     extension_note,
     raster_header_size,
     sniff_format,
@@ -138,11 +138,12 @@ def open_slide(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Slide
             link or a link loop, or cannot be read.
         ImageTooLargeError: The header claims more than ``max_pixels`` pixels.
         UnsupportedFormatError: Not an image, or a format not in :data:`SUPPORTED_FORMATS`.
-        CorruptImageError: Empty, truncated or undecodable file.
+        CorruptImageError: Empty, truncated or undecodable file, or one far larger than
+            the image its header claims (:func:`smearscan.image_header.check_header`).
     """
     path = Path(path).absolute()
-    check_readable_file(path)
-    fmt = sniff_format(path)
+    header = check_header(path, max_pixels)
+    fmt = header.format
     if fmt == "tiff":
         decoded = decode_tiff(path, max_pixels)
     else:
