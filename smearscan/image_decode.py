@@ -13,6 +13,8 @@ Conversion rules (listed in ``notes``):
   0/255; floating point: assumed in ``[0, 1]``, clipped, NaN as 0.
 * 1 channel: replicated to RGB; 2 (gray + alpha) and 4 (RGBA) channels:
   composited on white; more than 4: the first 3 used.
+* TIFF ``Orientation`` tag: applied lazily (:mod:`smearscan.orientation`);
+  more than one image series: series 0 used, the others noted.
 * palette: expanded through the colormap; TIFF "min-is-white": inverted;
   TIFF CMYK ("separated", 4 inks): ``R = (255 - C) * (255 - K) / 255`` etc.
   (no ICC profile; extra samples ignored); CMYK/YCbCr/other Pillow modes of
@@ -48,6 +50,7 @@ from dask.base import tokenize
 
 from smearscan.errors import CorruptImageError, UnsupportedFormatError
 from smearscan.input_checks import DEFAULT_MAX_PIXELS, check_pixel_limit
+from smearscan.orientation import apply_orientation, orientation_note
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +310,13 @@ def _tiff_decoded(path: Path, tif: tifffile.TiffFile, max_pixels: int | None) ->
     fine = (
         array if raw_fine is raw else _tiff_to_rgb(path, raw_fine, level.axes, page, photometric)[0]
     )
+    if len(tif.series) > 1:
+        names = ", ".join(f"{s.name or s.kind} {'x'.join(map(str, s.shape))}" for s in tif.series)
+        notes.append(f"TIFF holds {len(tif.series)} image series ({names}): only series 0 used")
+    tag = page.tags.get("Orientation")
+    code = int(tag.value) if tag is not None else 1
+    array, fine = apply_orientation(array, code), apply_orientation(fine, code)
+    notes += [n for n in [orientation_note(code, "TIFF")] if n is not None]
     pixel_size = _tiff_pixel_size(tif, page)
     return DecodedImage(array, notes, pixel_size, len(series.levels), [*resources, tif], fine)
 

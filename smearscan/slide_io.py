@@ -63,6 +63,7 @@ from smearscan.input_checks import (
     sniff_format,
 )
 from smearscan.inputs import SIDECAR_SUFFIXES, SlideSource, list_inputs  # noqa: F401
+from smearscan.orientation import apply_orientation, exif_orientation, orientation_note
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,10 @@ def decode_raster(
     The header size is checked against ``max_pixels`` first. Truncation is
     detected by Pillow (``load()`` for JPEG/BMP, ``verify()`` which checks
     every chunk CRC and the end marker for PNG). PNG pixels are then decoded
-    by OpenCV to keep 16-bit samples (BGR reordered to RGB).
+    by OpenCV to keep 16-bit samples (BGR reordered to RGB). The EXIF
+    orientation (JPEG APP1, PNG ``eXIf``) is applied
+    (:mod:`smearscan.orientation`); an animated PNG gives its first frame.
+    Both are listed in ``notes``.
 
     Args:
         path: The file; fmt: ``jpeg``, ``png`` or ``bmp`` (from the magic bytes).
@@ -193,6 +197,8 @@ def decode_raster(
         with Image.open(io.BytesIO(data)) as image:
             mode, (width, height) = image.mode, image.size
             dpi = image.info.get("dpi")
+            orientation = exif_orientation(image.info)
+            frames = int(getattr(image, "n_frames", 1))
             if fmt == "png":
                 image.verify()
                 pixels, notes = _decode_png(path, data, mode)
@@ -209,7 +215,12 @@ def decode_raster(
         raise CorruptImageError(path, f"cannot decode {label}: {exc}") from exc
     if pixels.shape[:2] != (height, width):
         raise CorruptImageError(path, f"decoded size {pixels.shape[:2]} differs from the header")
-    rgb = to_rgb8(pixels)
+    if frames > 1:
+        notes.append(f"animated PNG (APNG) of {frames} frames: only the first frame used")
+    note = orientation_note(orientation)
+    if note is not None:
+        notes.append(note)
+    rgb = to_rgb8(apply_orientation(pixels, orientation))
     array = da.from_array(rgb, chunks=(CHUNK_PIXELS, CHUNK_PIXELS, 3), name=dask_name(path, fmt))
     pixel_size = None
     if isinstance(dpi, tuple) and dpi:
