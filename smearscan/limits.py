@@ -14,10 +14,16 @@ ledger is the backstop for that case: a slide whose runs were killed
 :data:`~smearscan.ledger.MAX_INTERRUPTIONS` times is not tried again
 without ``--retry-failed``, so it cannot stall every following night.
 
-Memory: :func:`memory_estimate` adds what one slide holds at its peak (the
-decoded source chunks, the blended masks, one batch of tiles through the
-network) before it starts; :func:`check_memory` fails the slide when that
-is more than ``--max-memory``. It is an estimate from the slide's shape and
+Memory: a JPEG, PNG or BMP is decoded whole when it is opened, so first
+:func:`check_decode_memory` compares what that decode costs, from the
+header's size alone (:attr:`smearscan.image_header.ImageHeader.decode_bytes`:
+the file, width x height x channels x bytes per sample twice, the 8-bit RGB
+result), with ``--max-memory``, and a slide over it fails at stage ``memory``
+before a pixel is decoded. Then :func:`memory_estimate` adds what one slide
+holds at its peak (the decoded source, whole for a JPEG/PNG/BMP and the
+chunks under one window for a TIFF, the blended masks, one batch of tiles
+through the network) before segmentation; :func:`check_memory` fails the
+slide when that is more than ``--max-memory``. It is an estimate from the slide's shape and
 the settings (the network's working set per input pixel was measured for the
 shipped models), not a hard process limit.
 """
@@ -29,8 +35,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from smearscan.errors import SmearscanError
+
+if TYPE_CHECKING:
+    from smearscan.image_header import ImageHeader
 
 #: Peak bytes per input pixel of one forward pass on the CPU (float32, activations
 #: and output): unet-v1 measured 324-365 B/px (tiles of 512-1344 px); the
@@ -149,3 +159,29 @@ def check_memory(estimate: MemoryEstimate, limit_mb: int | None) -> None:
     """Raise :class:`SlideMemoryError` when ``estimate`` exceeds ``limit_mb`` (None: no limit)."""
     if limit_mb is not None and estimate.total_mib > limit_mb:
         raise SlideMemoryError(f"needs {estimate.describe()}, more than --max-memory {limit_mb} MB")
+
+
+def check_decode_memory(header: ImageHeader, limit_mb: int | None) -> None:
+    """Fail before decoding when decoding the image whole would exceed ``limit_mb``.
+
+    Only JPEG, PNG and BMP are decoded whole (a TIFF is read chunk by chunk
+    and judged by :func:`memory_estimate`).
+
+    Args:
+        header: What the file's header claims (:func:`smearscan.image_header.check_header`).
+        limit_mb: ``--max-memory`` in MiB (None: no limit).
+
+    Raises:
+        SlideMemoryError: The decode alone needs more than ``limit_mb``.
+    """
+    need = header.decode_bytes / _MIB
+    if limit_mb is None or not header.decoded_whole or need <= limit_mb:
+        return
+    decoded = header.width * header.height * header.channels * header.bytes_per_sample / _MIB
+    raise SlideMemoryError(
+        f"decoding the {header.width} x {header.height} {header.format.upper()} whole needs "
+        f"about {need:.0f} MiB ({header.channels} x {8 * header.bytes_per_sample}-bit samples: "
+        f"{decoded:.0f} MiB decoded, twice, plus the 8-bit RGB copy and the file), more than "
+        f"--max-memory {limit_mb} MB; refused before decoding; convert it to a tiled TIFF "
+        "(read tile by tile) or raise --max-memory"
+    )

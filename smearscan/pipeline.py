@@ -32,11 +32,13 @@ from smearscan.config import ProcessConfig, ScaleConfig
 from smearscan.errors import ProcessingError, SmearscanError
 from smearscan.flags import apply_field_flags, mark_no_smear
 from smearscan.grouping import UNGROUPED_NOTE
+from smearscan.image_header import check_header
 from smearscan.inference import TilePredictor, choose_device
 from smearscan.limits import (
     SlideMemoryError,
     SlideTimeoutError,
     check_deadline,
+    check_decode_memory,
     check_memory,
     deadline,
     memory_estimate,
@@ -229,8 +231,11 @@ def _check_memory(slide: Slide, grid: TileGrid, spec: ModelSpec, config: Process
     with stage("memory"):
         height, width = grid.rows.length, grid.cols.length
         chunk = math.prod(max(sizes) for sizes in slide.array.chunks)  # bytes: uint8
-        parts = {
-            "source_bytes": min(slide.array.nbytes, 4 * chunk),
+        parts: dict[str, Any] = {
+            # a JPEG/PNG/BMP is held whole; a TIFF's chunks are read window by window
+            "source_bytes": int(slide.array.nbytes)
+            if slide.format != "tiff"
+            else min(int(slide.array.nbytes), 4 * chunk),
             "mask_shape": (height, width),
             "n_classes": spec.n_classes,
             # streaming holds one block row across the slide and a band's open blocks
@@ -385,8 +390,14 @@ def _process_into(
     start = time.perf_counter()
     with stage("write"):
         check_key(key)  # before anything is read: outputs must stay inside OUT.zarr/OUT_previews
+    path = source or Path(result.path)
     with stage("read"):
-        slide = open_slide(source or Path(result.path), config.batch.max_pixels)
+        header = check_header(path, config.batch.max_pixels)
+        result.width, result.height = header.width, header.height
+    with stage("memory"):  # a JPEG/PNG/BMP is decoded whole on opening: judged from its header
+        check_decode_memory(header, config.batch.max_memory_mb)
+    with stage("read"):
+        slide = open_slide(path, config.batch.max_pixels)
     try:
         result.width, result.height, result.notes = slide.width, slide.height, list(slide.notes)
         for note in result.notes:
