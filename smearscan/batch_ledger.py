@@ -26,10 +26,8 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,17 +37,9 @@ import numpy as np
 from smearscan import __version__
 from smearscan.atomic import atomic_write
 from smearscan.config import ProcessConfig
-from smearscan.errors import (
-    ConfigError,
-    CorruptImageError,
-    FingerprintTimeoutError,
-    ImageTooLargeError,
-    SmearscanError,
-    UnsupportedFormatError,
-)
+from smearscan.errors import ConfigError, SmearscanError
 from smearscan.failure_kinds import disk_full_at, is_disk_full, is_transient
-from smearscan.fingerprint import FileIdentity, head_identity, params_hash
-from smearscan.image_header import check_header
+from smearscan.fingerprint import params_hash
 from smearscan.ledger import (
     INTERRUPTED_REASON,
     Ledger,
@@ -57,10 +47,9 @@ from smearscan.ledger import (
     LedgerError,
     LedgerRow,
 )
-from smearscan.limits import deadline
+from smearscan.ledger_outcomes import EarlierTask, earlier_problem, fail_unstored, redo_tasks
 from smearscan.results import OutputPaths, SlideResult
 from smearscan.since import parse_since
-from smearscan.slide_keys import unique_keys
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +103,6 @@ class BatchLedger:
         self.unwritable: LedgerError | None = None
         self.ledger, self.run_id = self._open({"params_hash": self.params, **result_params(config)})
         self._ids: dict[str, int] = {}
-        self.max_pixels = config.batch.max_pixels
-        self.hash_limit_s = config.batch.slide_timeout_s  # hashing is part of a slide's time
-        #: Keys of the slides failed unrun because hashing them took longer than that.
-        self.refused: set[str] = set()
         #: Keys of the slides this run failed because the ledger could not queue them.
         self.unqueued: set[str] = set()
 
@@ -127,10 +112,7 @@ class BatchLedger:
         kept: dict[str, SlideResult] = {}
         for task in tasks:
             try:
-                identity = self._identity(task)
-            except FingerprintTimeoutError as exc:  # too large to hash in a slide's time
-                kept[task.key] = self._refused(task, exc)
-                continue
+                identity = self.ledger.file_identity(task.path)
             except SmearscanError:  # unreadable, vanished...: the slide run records why
                 todo.append(task)
                 continue
@@ -160,32 +142,6 @@ class BatchLedger:
             len(kept),
         )
         return todo, kept
-
-    def _identity(self, task: Any) -> FileIdentity:
-        """The slide's fingerprint. Its header is checked first (:func:`check_header`): a
-        file with an invalid header, over the pixel limit or far larger than its image is
-        never hashed whole (:func:`head_identity`; its run fails at ``read`` and is
-        recorded); hashing any other file stops at ``--slide-timeout``."""
-        try:
-            check_header(Path(task.path).absolute(), self.max_pixels)
-        except (CorruptImageError, UnsupportedFormatError, ImageTooLargeError) as exc:
-            log.info("%s: refused before hashing: %s", task.relative, exc.reason)
-            return head_identity(task.path)
-        with deadline(self.hash_limit_s):
-            return self.ledger.file_identity(task.path)
-
-    def _refused(self, task: Any, exc: FingerprintTimeoutError) -> SlideResult:
-        """The failed result of a slide not hashed in time (not run, not in the ledger)."""
-        log.error("%s: %s", task.relative, exc.reason)
-        self.refused.add(task.key)
-        return SlideResult(
-            slide=task.relative,
-            path=str(task.path),
-            status="failed",
-            error_stage="timeout",
-            error=exc.reason,
-            group=getattr(task, "group", ""),
-        )
 
     def _stored(self, task: Any, reason: str, *key: Any) -> SlideResult | None:
         """The stored result of a slide not run again (None: run it after all)."""
@@ -242,7 +198,7 @@ class BatchLedger:
             if row.path in exclude:
                 continue
             if row.status != "ok":
-                found.append(_earlier_problem(row, row.slide_id in interrupted))
+                found.append(earlier_problem(row, row.slide_id in interrupted))
             elif (result := self._load(row.slide_id, row.name)) is not None:
                 found.append(result)
             else:
@@ -320,7 +276,7 @@ class BatchLedger:
             log.error("ledger %s: cannot record %s: %s", self.path, result.slide, exc)
             if result.status == "ok":
                 where = self.path if isinstance(exc, LedgerError) else self.results_dir
-                _fail_unstored(result, f"the ledger {where}", exc)
+                fail_unstored(result, f"the ledger {where}", exc)
             if result.status == "failed":
                 self._record_retry(slide_id, result)
 
@@ -381,69 +337,6 @@ class BatchLedger:
         self.ledger.close()
 
 
-def _earlier_problem(row: LedgerRow, interrupted: bool) -> SlideResult:
-    """The report's result of a ledger row that is not ``ok`` (see ``earlier_results``)."""
-    status, stage, error = "failed", row.error_stage, row.error
-    if row.status == "skipped" and row.error_stage:  # a passing cause (mark_retry)
-        error = f"{row.error} (the next run over its folder tries it again)"
-    elif row.status == "skipped":
-        status, stage, error = "skipped", "not run", row.error or "not run"
-    elif row.status == "running":
-        status, stage = "skipped", "interrupted" if interrupted else "in progress"
-        error = (
-            f"interrupted: the run processing it was killed (attempt {row.attempts})"
-            if interrupted
-            else f"in progress in run {row.run_id}"
-        )
-    return SlideResult(
-        slide=row.name,
-        path=row.path,
-        status=status,
-        error_stage=stage,
-        error=error,
-        seconds=row.seconds or 0.0,
-        group=row.name,
-    )
-
-
-@dataclass(frozen=True)
-class EarlierTask:
-    """A slide of the ledger run again for a ``--since`` report (its stored result or
-    masks are gone): what running a slide reads of a :class:`smearscan.batch.SlideTask`."""
-
-    path: Path
-    relative: str
-    key: str
-    group: str = ""
-    grouped: bool = True
-
-
-def _redo_tasks(rows: Sequence[LedgerRow], tasks: Sequence[Any]) -> list[EarlierTask]:
-    """Tasks for ledger rows to process again, keyed apart from the batch's own tasks."""
-    keys = unique_keys([t.relative for t in tasks] + [row.name for row in rows])[len(tasks) :]
-    return [
-        EarlierTask(Path(row.path), row.name, key, row.name)
-        for row, key in zip(rows, keys, strict=True)
-    ]
-
-
-def _fail_unstored(result: SlideResult, where: str, exc: Exception) -> None:
-    """Turn a processed slide whose result the ledger could not keep into a failure.
-
-    A failed slide leaves no masks and no counts in the report (its Zarr group
-    is removed); the next run processes it again.
-    """
-    if result.mask_path:
-        shutil.rmtree(result.mask_path, ignore_errors=True)
-    result.status, result.error_stage = "failed", "ledger"
-    result.error = (
-        f"processed, but {where} could not record it ({exc}); the next run processes it again"
-    )
-    result.mask_path = result.preview_path = ""
-    result.cells, result.cell_counts = [], {}
-    result.wbc_count = result.rbc_count = result.platelet_count = None
-
-
 def ledger_path(config: ProcessConfig, outputs: OutputPaths) -> Path | None:
     """The batch's ledger file: ``batch.ledger``, else ``OUT_ledger.sqlite``; None: no ledger."""
     if not config.batch.use_ledger:
@@ -501,7 +394,7 @@ def run_with_ledger(
     if since is not None:
         paths = {os.path.abspath(t.path) for t in todo}  # as the ledger keys them
         earlier, redo = ledger.earlier_results(start, paths)
-        extra = _redo_tasks(redo, tasks)
+        extra = redo_tasks(redo, tasks)
         more, kept_more = ledger.plan(extra)  # their masks are gone: processed again
         todo, kept = todo + more, kept | kept_more
     by_name = {t.relative: t.key for t in todo}
@@ -518,7 +411,7 @@ def run_with_ledger(
         every = [kept[t.key] if t.key in kept else next(new) for t in [*tasks, *extra]]
         results = every[: len(tasks)]
         if since is not None:
-            ran = {t.key for t in todo} | ledger.unqueued | ledger.refused
+            ran = {t.key for t in todo} | ledger.unqueued
             results = [r for t, r in zip(tasks, results, strict=True) if t.key in ran]
             results += sorted(earlier + every[len(tasks) :], key=lambda r: (r.slide, r.path))
     finally:

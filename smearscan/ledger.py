@@ -30,7 +30,7 @@ from smearscan.fingerprint import (
     regular_file_stat,
 )
 from smearscan.ledger_errors import LedgerCorruptError, LedgerError, corrupt_error, is_corrupt
-from smearscan.ledger_rows import SLIDE_STATUSES, LedgerQueries, LedgerRow, row_from
+from smearscan.ledger_rows import SCHEMA_VERSION, LedgerQueries, LedgerRow, row_from
 
 __all__ = [
     "FileIdentity",
@@ -43,7 +43,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1  # a ledger with a newer schema is refused
 RUN_STATUSES = ("running", "finished", "interrupted")
 FAILED_REASON = "failed (use --retry-failed)"
 #: Reason of a slide row a run has planned but not yet started (status ``skipped``).
@@ -509,18 +508,3 @@ class Ledger(LedgerQueries):
         key = _key(identity, model_sha, classifier_sha, params_hash)
         rows = self._query(f"SELECT * FROM slides WHERE {_KEY}", key)
         return row_from(rows[0]) if rows else None
-
-    def summary(self, last_runs: int = 5) -> dict[str, Any]:
-        """What ``smearscan status`` shows: ``ledger``, ``schema_version``, ``slides``
-        (``paths`` and a count per status of each path's latest row),
-        ``interrupted_slides`` (count) and ``runs`` (:meth:`runs`).
-        """
-        latest = self.slides(latest_per_path=True)
-        return {
-            "ledger": str(self.path),
-            "schema_version": SCHEMA_VERSION,
-            "slides": {"paths": len(latest)}
-            | {s: sum(r.status == s for r in latest) for s in SLIDE_STATUSES},
-            "interrupted_slides": len(self.interrupted_slides()),
-            "runs": self.runs(last_runs),
-        }

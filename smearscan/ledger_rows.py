@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 SLIDE_STATUSES = ("running", "ok", "failed", "skipped")
+SCHEMA_VERSION = 1  # a ledger with a newer schema is refused
 
 
 @dataclass(frozen=True)
@@ -114,3 +115,18 @@ class LedgerQueries:
             info = {k: r[k] for k in r.keys() if k != "params_json"}  # noqa: SIM118
             found.append(info | {"slides": {p[0]: p[1] for p in per}})
         return found
+
+    def summary(self, last_runs: int = 5) -> dict[str, Any]:
+        """What ``smearscan status`` shows: ``ledger``, ``schema_version``, ``slides``
+        (``paths`` and a count per status of each path's latest row),
+        ``interrupted_slides`` (count) and ``runs`` (:meth:`runs`).
+        """
+        latest = self.slides(latest_per_path=True)
+        return {
+            "ledger": str(self.path),
+            "schema_version": SCHEMA_VERSION,
+            "slides": {"paths": len(latest)}
+            | {s: sum(r.status == s for r in latest) for s in SLIDE_STATUSES},
+            "interrupted_slides": len(self.interrupted_slides()),
+            "runs": self.runs(last_runs),
+        }
