@@ -5,6 +5,7 @@ processed slide whose outcome the ledger could not record (see
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from typing import Any
 from smearscan.ledger_rows import LedgerRow
 from smearscan.results import SlideResult
 from smearscan.slide_keys import unique_keys
+
+log = logging.getLogger(__name__)
 
 
 def earlier_problem(row: LedgerRow, interrupted: bool) -> SlideResult:
@@ -73,10 +76,17 @@ def fail_unstored(result: SlideResult, where: str, exc: Exception) -> None:
     """Turn a processed slide whose result the ledger could not keep into a failure.
 
     A failed slide leaves no masks and no counts in the report (its Zarr group
-    is removed); the next run processes it again.
+    is removed, and so from the store's list of slides); the next run processes it again.
     """
     if result.mask_path:
-        shutil.rmtree(result.mask_path, ignore_errors=True)
+        from smearscan.zarr_store import discard_slide_store  # a slide ran: zarr is loaded
+
+        group = Path(result.mask_path)
+        try:
+            discard_slide_store(group.parent, group.name)
+        except OSError as again:  # the disk is full: the group goes, the list waits for a run
+            log.warning("%s: masks %s not removed cleanly: %s", result.slide, group, again)
+            shutil.rmtree(group, ignore_errors=True)
     result.status, result.error_stage = "failed", "ledger"
     result.error = (
         f"processed, but {where} could not record it ({exc}); the next run processes it again"

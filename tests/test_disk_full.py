@@ -105,6 +105,7 @@ def test_ledger_disk_filling_mid_run_fails_only_the_slides_it_hits(
     for result in hit.values():
         assert result.error_stage == "ledger" and "No space left on device" in result.error
         assert not result.mask_path and result.wbc_count is None  # a failure, not half a slide
+        assert not (tmp_path / "n1" / "r.zarr" / result.slide).exists()  # its masks removed
     errors = pd.read_excel(report, sheet_name="Errors")
     assert sorted(errors["slide"]) == sorted(hit)
     logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
