@@ -37,9 +37,17 @@ import numpy as np
 from smearscan import __version__
 from smearscan.atomic import atomic_write
 from smearscan.config import ProcessConfig
-from smearscan.errors import ConfigError, SmearscanError
+from smearscan.errors import (
+    ConfigError,
+    CorruptImageError,
+    FingerprintTimeoutError,
+    ImageTooLargeError,
+    SmearscanError,
+    UnsupportedFormatError,
+)
 from smearscan.failure_kinds import disk_full_at, is_disk_full, is_transient
-from smearscan.fingerprint import params_hash
+from smearscan.fingerprint import FileIdentity, head_identity, params_hash
+from smearscan.image_header import check_header
 from smearscan.ledger import (
     INTERRUPTED_REASON,
     Ledger,
@@ -48,6 +56,7 @@ from smearscan.ledger import (
     LedgerRow,
 )
 from smearscan.ledger_outcomes import EarlierTask, earlier_problem, fail_unstored, redo_tasks
+from smearscan.limits import deadline
 from smearscan.results import OutputPaths, SlideResult
 from smearscan.since import parse_since
 
@@ -103,6 +112,10 @@ class BatchLedger:
         self.unwritable: LedgerError | None = None
         self.ledger, self.run_id = self._open({"params_hash": self.params, **result_params(config)})
         self._ids: dict[str, int] = {}
+        self.max_pixels = config.batch.max_pixels
+        self.hash_limit_s = config.batch.slide_timeout_s  # hashing is part of a slide's time
+        #: Keys of the slides failed unrun because hashing them took longer than that.
+        self.refused: set[str] = set()
         #: Keys of the slides this run failed because the ledger could not queue them.
         self.unqueued: set[str] = set()
 
@@ -112,7 +125,10 @@ class BatchLedger:
         kept: dict[str, SlideResult] = {}
         for task in tasks:
             try:
-                identity = self.ledger.file_identity(task.path)
+                identity = self._identity(task)
+            except FingerprintTimeoutError as exc:  # too large to hash in a slide's time
+                kept[task.key] = self._refused(task, exc)
+                continue
             except SmearscanError:  # unreadable, vanished...: the slide run records why
                 todo.append(task)
                 continue
@@ -142,6 +158,32 @@ class BatchLedger:
             len(kept),
         )
         return todo, kept
+
+    def _identity(self, task: Any) -> FileIdentity:
+        """The slide's fingerprint. Its header is checked first (:func:`check_header`): a
+        file with an invalid header, over the pixel limit or far larger than its image is
+        never hashed whole (:func:`head_identity`; its run fails at ``read`` and is
+        recorded); hashing any other file stops at ``--slide-timeout``."""
+        try:
+            check_header(Path(task.path).absolute(), self.max_pixels)
+        except (CorruptImageError, UnsupportedFormatError, ImageTooLargeError) as exc:
+            log.info("%s: refused before hashing: %s", task.relative, exc.reason)
+            return head_identity(task.path)
+        with deadline(self.hash_limit_s):
+            return self.ledger.file_identity(task.path)
+
+    def _refused(self, task: Any, exc: FingerprintTimeoutError) -> SlideResult:
+        """The failed result of a slide not hashed in time (not run, not in the ledger)."""
+        log.error("%s: %s", task.relative, exc.reason)
+        self.refused.add(task.key)
+        return SlideResult(
+            slide=task.relative,
+            path=str(task.path),
+            status="failed",
+            error_stage="timeout",
+            error=exc.reason,
+            group=getattr(task, "group", ""),
+        )
 
     def _stored(self, task: Any, reason: str, *key: Any) -> SlideResult | None:
         """The stored result of a slide not run again (None: run it after all)."""
@@ -411,7 +453,7 @@ def run_with_ledger(
         every = [kept[t.key] if t.key in kept else next(new) for t in [*tasks, *extra]]
         results = every[: len(tasks)]
         if since is not None:
-            ran = {t.key for t in todo} | ledger.unqueued
+            ran = {t.key for t in todo} | ledger.unqueued | ledger.refused
             results = [r for t, r in zip(tasks, results, strict=True) if t.key in ran]
             results += sorted(earlier + every[len(tasks) :], key=lambda r: (r.slide, r.path))
     finally:
