@@ -206,16 +206,18 @@ class BatchLedger:
         result.slide, result.group = task.relative, getattr(task, "group", result.group)
         return result
 
-    def _load(self, slide_id: int, name: str) -> SlideResult | None:
-        """The stored result of ledger row ``slide_id`` (None: unusable, or its masks are gone)."""
+    def _load(self, slide_id: int, name: str, *, quiet: bool = False) -> SlideResult | None:
+        """The stored result of ledger row ``slide_id`` (None: unusable, or its masks are
+        gone: logged as a warning, unless ``quiet``, since the slide is processed again)."""
         file = self.results_dir / f"{slide_id}.json"
+        say = log.debug if quiet else log.warning
         try:
             result = SlideResult(**json.loads(file.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError) as exc:
-            log.warning("%s: stored result %s unusable (%s); processing again", name, file, exc)
+            say("%s: stored result %s unusable (%s); processing again", name, file, exc)
             return None
         if result.mask_path and not Path(result.mask_path).is_dir():
-            log.warning("%s: its masks %s are gone; processing again", name, result.mask_path)
+            say("%s: its masks %s are gone; processing again", name, result.mask_path)
             return None
         return result
 
@@ -241,9 +243,9 @@ class BatchLedger:
                 continue
             if row.status != "ok":
                 found.append(earlier_problem(row, row.slide_id in interrupted))
-            elif (result := self._load(row.slide_id, row.name)) is not None:
+            elif (result := self._load(row.slide_id, row.name, quiet=True)) is not None:
                 found.append(result)
-            else:
+            else:  # planned again by the caller, which then says why
                 redo.append(row)
         return sorted(found, key=lambda r: (r.slide, r.path)), redo
 
