@@ -1,7 +1,8 @@
 """``smearscan status``: a summary of a run ledger (:mod:`smearscan.ledger`) for
 operators, registered on the ``smearscan`` app by :mod:`smearscan.cli`.
 
-Exit codes: 0 summary printed, 2 the ledger is missing or not a smearscan ledger.
+Exit codes: 0 summary printed, 2 the ledger is missing, not a smearscan ledger, or
+damaged (the message says how to check it and how to start afresh).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def status(
     status), the slides per status and the slides left interrupted.
 
     Never creates a ledger nor changes its rows. Exit codes: 0 printed, 2
-    missing or not a smearscan ledger.
+    missing, not a smearscan ledger, or damaged.
     """
     from smearscan.ledger import Ledger, LedgerError
     from smearscan.results import OutputPaths

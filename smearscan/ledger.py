@@ -124,6 +124,7 @@ class Ledger(LedgerQueries):
 
         Raises:
             LedgerError: Not SQLite, not a smearscan ledger, or a newer schema.
+            LedgerCorruptError: Damaged beyond its header (``PRAGMA quick_check`` fails).
         """
         path = Path(os.path.abspath(Path(path).expanduser()))
         try:
