@@ -40,7 +40,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -419,6 +419,25 @@ def _not_written(path: Path, exc: Exception) -> ReportWriteError:
     )
 
 
+def _write_files(
+    path: Path,
+    table: tuple[Sequence[str], Sequence[Sequence[Any]]],
+    run_info: dict[str, Any],
+    write: Callable[[Path], None],
+) -> None:
+    """Write ``OUT_cells.parquet`` from ``table``, then ``OUT.xlsx`` with ``write``, atomically.
+
+    Raises:
+        ReportWriteError: Either could not be written (a full disk...).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_cells_table(table, OutputPaths.for_report(path).cells, run_info)
+        atomic_write(path, write)
+    except (OSError, FileCreateError) as exc:  # XlsxWriter wraps the OSError of its zip
+        raise _not_written(path, exc) from exc
+
+
 def write_report(
     path: Path,
     results: Sequence[SlideResult],
@@ -481,12 +500,7 @@ def write_report(
             raise
         wb.close()
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_cells_table((columns, cells), OutputPaths.for_report(path).cells, run_info)
-        atomic_write(path, write)
-    except (OSError, FileCreateError) as exc:  # XlsxWriter wraps the OSError of its zip
-        raise _not_written(path, exc) from exc
+    _write_files(path, (columns, cells), run_info, write)
     log.info(
         "report written: %s (%d slides, %d failed)",
         path,
