@@ -181,3 +181,39 @@ def test_since_runs_again_a_ledger_slide_whose_masks_were_deleted(tmp_path: Path
     assert Path(again.mask_path).is_dir() and again.mask_path.startswith(str(tmp_path / "n2"))
     summary = pd.read_excel(tmp_path / "n2" / "r.xlsx", sheet_name="Summary")
     assert sorted(summary["slide"]) == ["a.png", "b.png", "c.png"]
+
+
+def test_since_reports_every_ledger_slide_that_is_not_ok(tmp_path: Path) -> None:
+    from smearscan.ledger import Ledger
+
+    files = {name: tmp_path / name for name in ("held.png", "full.png", "stopped.png", "hung.png")}
+    for path in files.values():
+        path.write_bytes(path.name.encode())
+    ledger = tmp_path / "ledger.sqlite"
+    with Ledger.open(ledger) as book:
+        run = book.start_run({"command": "process"})
+        ids = {
+            name: book.mark_running(book.file_identity(path), "m", "c", "p", run_id=run)
+            for name, path in files.items()
+        }
+        book.mark_failed(ids["held.png"], "read", "truncated PNG")
+        book.mark_retry(ids["full.png"], "write", "OSError: [Errno 28] No space left on device")
+        book.mark_skipped(ids["stopped.png"], "not run: the batch was stopped by SIGTERM")
+        # hung.png stays "running": closing with the run unfinished = the run was killed
+
+    weekly = BatchLedger(ledger, _config(ledger), force=False, retry_failed=False)
+    try:
+        found, redo = weekly.earlier_results(None, set())
+    finally:
+        weekly.close()
+    assert redo == []
+    got = {r.slide: (r.status, r.error_stage) for r in found}
+    assert got == {
+        "full.png": ("failed", "write"),
+        "held.png": ("failed", "read"),
+        "hung.png": ("skipped", "interrupted"),
+        "stopped.png": ("skipped", "not run"),
+    }
+    by_name = {r.slide: r.error for r in found}
+    assert "No space left" in by_name["full.png"] and "tries it again" in by_name["full.png"]
+    assert "killed" in by_name["hung.png"] and "SIGTERM" in by_name["stopped.png"]
