@@ -21,19 +21,28 @@ so that sensor noise and JPEG artefacts on a uniform field do not count as
 contrast, while any cell wider than a few pixels does. A slide is sampled
 like the quality measures: at most ``max_windows`` windows of ``window_px``²
 source pixels on an even grid (a camera field is covered whole).
+
+A field without a smear is not segmented: :func:`fill_no_smear` writes its
+masks as all background (class 0, background probability 1) beside its
+resampled image, so its OME-Zarr group, cell labels (none) and previews are
+there like those of any other field.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from smearscan.quality import sample_windows
-from smearscan.resample import Reader
+from smearscan.resample import Reader, resample_window
+from smearscan.results import SlideResult
+from smearscan.tiling import Window
+from smearscan.zarr_store import SlideStore
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +139,35 @@ def field_content(
     if math.isnan(content.background_grey):
         log.debug("no pixels sampled")
     return content
+
+
+def fill_no_smear(
+    store: SlideStore, read: Reader, s: float, result: SlideResult, classes: Sequence[str]
+) -> None:
+    """Write the masks of a field without a smear: every pixel background, nothing predicted.
+
+    ``labels/classes`` keeps its fill value 0 (background); the background
+    probability is set to 1 (255) and the others stay 0; the resampled RGB
+    image is written chunk by chunk when the store has one.
+
+    Args:
+        store: The slide's staged store.
+        read: Reader of the source pixels.
+        s: Model pixels per source pixel.
+        result: Gets ``tiles`` 0, ``stitching``, ``class_fractions`` and ``mask_path``.
+        classes: The model's class names, background first.
+    """
+    height, width = store.classes.shape
+    step = int(store.classes.chunks[0])
+    if store.probabilities is not None:
+        store.probabilities[0] = 255
+    if store.image is not None:
+        for y in range(0, height, step):
+            for x in range(0, width, step):
+                w = Window(y, min(height, y + step), x, min(width, x + step))
+                store.image[:, w.y0 : w.y1, w.x0 : w.x1] = resample_window(read, w, s).transpose(
+                    2, 0, 1
+                )
+    result.tiles, result.stitching = 0, "none (NO_SMEAR)"
+    result.class_fractions = {c: float(i == 0) for i, c in enumerate(classes)}
+    result.mask_path = str(store.path)

@@ -25,12 +25,12 @@ import torch
 
 from smearscan import __version__
 from smearscan.batch import SlideTask, TileProgress, process_batch  # noqa: F401  (re-exported)
-from smearscan.blank_field import field_content
+from smearscan.blank_field import field_content, fill_no_smear
 from smearscan.cells import run_cell_stage
 from smearscan.classify import CellClassifier, load_classifier
 from smearscan.config import ProcessConfig, ScaleConfig
 from smearscan.errors import ProcessingError, SmearscanError
-from smearscan.flags import apply_field_flags, mark_no_smear
+from smearscan.flags import NO_SMEAR, apply_field_flags, mark_no_smear
 from smearscan.grouping import UNGROUPED_NOTE
 from smearscan.image_header import check_header
 from smearscan.inference import TilePredictor, choose_device
@@ -120,11 +120,14 @@ def slide_reader(slide: Slide) -> Reader:
     return lambda w: read_region(slide, w.y0, w.y1, w.x0, w.x1, pad_mode="symmetric")
 
 
-def resolve_pixel_size(slide: Slide, scale: ScaleConfig) -> tuple[float, str]:
+def resolve_pixel_size(
+    slide: Slide, scale: ScaleConfig, no_smear: str | None = None
+) -> tuple[float | None, str]:
     """Pixel size of a slide in µm/px and how it was obtained.
 
     Order: the configured value (``--pixel-size``), the file's metadata, an
-    estimate from the median RBC diameter in a central window.
+    estimate from the median RBC diameter in a central window; for a field
+    without a smear (``no_smear``: why) no estimate, None (the model's scale).
 
     Raises:
         ScaleEstimationError: No value given or stored and too few RBCs found.
@@ -133,6 +136,8 @@ def resolve_pixel_size(slide: Slide, scale: ScaleConfig) -> tuple[float, str]:
         return scale.pixel_size_um, "given (--pixel-size)"
     if scale.use_metadata and slide.pixel_size_um is not None:
         return slide.pixel_size_um, "file metadata"
+    if no_smear is not None:
+        return None, "unknown (NO_SMEAR: no cells to measure; masks at the model's scale)"
     sample = slide_reader(slide)(_central_window(slide.height, slide.width, scale.sample_px))
     estimate = estimate_pixel_size(sample, rbc_diameter_um=scale.rbc_diameter_um)
     return estimate.pixel_size_um, estimate.method
@@ -257,7 +262,7 @@ def _check_memory(slide: Slide, grid: TileGrid, spec: ModelSpec, config: Process
 def _segment(
     slide: Slide,
     result: SlideResult,
-    pixel_size_um: float,
+    pixel_size_um: float | None,
     config: ProcessConfig,
     zarr_path: Path,
     key: str,
@@ -271,14 +276,15 @@ def _segment(
     removed and ``OUT.zarr`` is untouched.
     """
     model, spec, predictor = _predictor(config)
-    s = scale_factor(pixel_size_um, spec.input_pixel_size_um)
+    s = 1.0 if pixel_size_um is None else scale_factor(pixel_size_um, spec.input_pixel_size_um)
     height, width = scaled_shape(slide.height, slide.width, s)
     result.model, result.model_pixel_size_um = spec.name, spec.input_pixel_size_um
     result.mask_height, result.mask_width = height, width
     read = slide_reader(slide)
     with stage("calibrate"):
         sample = resample_window(read, _central_window(height, width, CALIBRATION_PX), s)
-        calibrate_if_supported(model, sample)
+        if NO_SMEAR not in result.flags:
+            calibrate_if_supported(model, sample)
     grid = plan_grid(height, width, spec, config.tiling)
     in_memory = _check_memory(slide, grid, spec, config)
     with stage("write"):
@@ -337,18 +343,22 @@ def _fill(
         check_deadline("the next tiles")
 
     start = time.perf_counter()
-    with stage("segment"):
-        result.tiles = run_tiles(
-            ScaledSlide(read, s, height, width),
-            grid,
-            predictor,
-            merger,
-            prefetch_batches=config.inference.prefetch_batches,
-            band_rows=0 if in_memory else band_rows_for(grid),
-            on_batch=_image_writer(store, grid),
-            progress=tick,
-        )
-    _finish(merger, store, result, spec)
+    if NO_SMEAR in result.flags:  # nothing to predict: every pixel background
+        with stage("write"):
+            fill_no_smear(store, read, s, result, spec.classes)
+    else:
+        with stage("segment"):
+            result.tiles = run_tiles(
+                ScaledSlide(read, s, height, width),
+                grid,
+                predictor,
+                merger,
+                prefetch_batches=config.inference.prefetch_batches,
+                band_rows=0 if in_memory else band_rows_for(grid),
+                on_batch=_image_writer(store, grid),
+                progress=tick,
+            )
+        _finish(merger, store, result, spec)
     result.stage_seconds["segment"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
     with stage("cells"):
@@ -405,10 +415,9 @@ def _process_into(
         with stage("read"):  # a field without a smear gets no cells, never a differential
             blank = field_content(slide_reader(slide), slide.height, slide.width).blank_reason()
         if blank is not None:
-            mark_no_smear(result, blank)
-            return
+            mark_no_smear(result, blank)  # and its masks are all background (fill_no_smear)
         with stage("scale"):
-            pixel_size, result.pixel_size_method = resolve_pixel_size(slide, config.scale)
+            pixel_size, result.pixel_size_method = resolve_pixel_size(slide, config.scale, blank)
             result.pixel_size_um = pixel_size
         _segment(slide, result, pixel_size, config, Path(zarr_path), key, progress, previews_dir)
     finally:

@@ -265,13 +265,15 @@ def test_max_pixels_config_and_read_stage(tmp_path: Path, field_rgb) -> None:
     assert "field.tif" in result.error and "limit of 1,000" in result.error
 
 
-def test_one_pixel_image_without_pixel_size_fails_at_scale(tmp_path: Path, field_rgb) -> None:
+def test_one_pixel_image_without_pixel_size_is_no_smear(tmp_path: Path, field_rgb) -> None:
+    """One pixel holds no smear: zero cells and NO_SMEAR (no pixel size needed, none
+    estimated), where it used to fail at ``scale`` (too few RBCs to estimate one)."""
     (tmp_path / "dot.png").write_bytes(_encode(".png", field_rgb[:1, :1]))
     config = ProcessConfig(model="classical").with_overrides(classify={"classifier": "rules"})
     batch = process_batch([tmp_path / "dot.png"], tmp_path / "out" / "r.xlsx", config)
     (result,) = batch.results
-    assert result.status == "failed" and result.error_stage == "scale", result.error
-    assert "Traceback" not in result.error and result.error
+    assert result.status == "ok" and result.wbc_count == 0, result.error
+    assert result.flags == ["NO_SMEAR"] and result.pixel_size_um is None
 
 
 def test_cmyk_conversion_values() -> None:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
 from smearscan.batch import process_batch
 from smearscan.blank_field import FieldContent, field_content, measure_content
@@ -62,6 +63,26 @@ def test_blank_fields_get_no_cells_and_the_flag_classical(tmp_path: Path) -> Non
     smear = by_name["smear.png"]
     assert NO_SMEAR not in smear.flags and smear.rbc_count and smear.rbc_count > 10
     assert any(NO_SMEAR in g.flags for g in batch.groups if g.group == "black.png")
+
+
+def test_a_blank_field_has_background_masks_and_needs_no_pixel_size(tmp_path: Path) -> None:
+    """Its outputs are there like any field's (OME-Zarr group, no cell labels, preview)."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    cv2.imwrite(str(slides / "white.png"), np.full((300, 400, 3), 255, np.uint8))
+    config = ProcessConfig(model="classical").with_overrides(  # no --pixel-size
+        classify={"classifier": "rules"}, batch={"use_ledger": False}
+    )
+    (result,) = process_batch([slides], tmp_path / "r.xlsx", config).results
+    assert (result.status, result.flags, result.wbc_count) == ("ok", [NO_SMEAR], 0)
+    assert result.pixel_size_um is None and "NO_SMEAR" in result.pixel_size_method
+    assert result.tiles == 0 and result.class_fractions["background"] == 1.0
+    group = zarr.open_group(result.mask_path, mode="r")
+    assert not np.asarray(group["labels/classes/s0"]).any()
+    assert not np.asarray(group["labels/cells/s0"]).any()
+    assert (np.asarray(group["probabilities/s1"])[0] == 255).all()
+    assert (np.asarray(group["s0"]) == 255).all()  # the resampled image: white
+    assert Path(result.preview_path).is_file()
 
 
 def test_black_field_gets_no_cells_with_the_default_model(tmp_path: Path) -> None:
