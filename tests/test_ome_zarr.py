@@ -188,7 +188,6 @@ def test_demo_slides_classical_validate(tmp_path: Path) -> None:
         _check_slide(store, key, n_classes=5)
 
 
-@pytest.mark.slow
 def test_demo_slides_default_model_validate(tmp_path: Path) -> None:
     store, _ = _sample_run(tmp_path)
     assert len(_series(store)) == 2
