@@ -36,7 +36,7 @@ from smearscan.provenance import run_info
 from smearscan.report import write_report
 from smearscan.results import BatchResult, GroupResult, OutputPaths, SlideResult
 from smearscan.review_page import write_review_page
-from smearscan.runlock import lock_path_for
+from smearscan.runlock import ledger_lock_path, lock_path_for
 from smearscan.slide_keys import unique_keys
 from smearscan.stopping import StopRequest, unless_stopped
 
@@ -64,7 +64,7 @@ def _own_outputs(outputs: OutputPaths, config: ProcessConfig) -> list[Path]:
     own.append(lock_path_for(outputs.report))
     ledger = ledger_path(config, outputs)
     if ledger is not None:
-        own += [ledger, results_dir_for(ledger), lock_path_for(ledger)]
+        own += [ledger, results_dir_for(ledger), ledger_lock_path(ledger)]
         own += [ledger.with_name(ledger.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
     return own
 
@@ -111,7 +111,7 @@ def process_batch(
     )
     unlisted = [s.failure() for s in sources if s.problem]  # folders that could not be listed
     sources = [s for s in sources if not s.problem]
-    keys = unique_keys([s.relative for s in sources])
+    keys = unique_keys([s.relative for s in sources], [s.path for s in sources])
     groups, grouped = assign_groups([s.relative for s in sources], config.review.group_by)
     tasks = [
         SlideTask(s.path, s.relative, k, g, m)

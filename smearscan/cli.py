@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -288,7 +286,8 @@ def process(
             min=0,
             metavar="SECONDS",
             help="Seconds to wait when another run holds OUT.lock (writes the same "
-            "output) or the lock of the same --ledger; without it such a run exits at "
+            "output) or the lock of the same ledger (LEDGER.lock, e.g. "
+            "OUT_ledger.sqlite.lock); without it such a run exits at "
             "once with code 3.",
         ),
     ] = 0.0,
@@ -309,14 +308,14 @@ def process(
     Writes OUT.xlsx, OUT_cells.parquet, OUT.zarr, OUT_previews/ and OUT.log.
 
     Exit codes: 0 all slides ok, 1 some slides failed, 2 usage or configuration
-    error, 3 another run holds OUT.lock or the lock of the --ledger (see --wait),
+    error, 3 another run holds OUT.lock or the lock of the ledger (see --wait),
     4 no slide found (a re-run whose slides are all done exits 0). SIGINT or
     SIGTERM stops after the slides in progress (report written, exit 1); a second
     one aborts at once.
     """
     from smearscan.console import BatchProgress, is_interactive, setup_logging
     from smearscan.results import OutputPaths
-    from smearscan.runlock import LockedError, RunLock, lock_path_for
+    from smearscan.runlock import LockedError, lock_run
 
     if out.suffix.lower() != ".xlsx":
         fail_usage(f"--out must end in .xlsx, got {out}")
@@ -350,9 +349,8 @@ def process(
             review__min_wbc_count=min_wbc_count,
         ),
     )
-    lock = RunLock(lock_path_for(out), wait_s=wait)
-    try:  # before the log is opened: a run that is locked out writes nothing
-        lock.acquire()
+    try:  # the output's and the ledger's locks, before the log: a locked-out run writes nothing
+        locks = lock_run(out, config, wait)
     except LockedError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_LOCKED) from None
@@ -366,12 +364,11 @@ def process(
             log_format=log_format,
         )
         try:
-            with _ledger_lock(config, out, wait):
-                code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
+            code = _run_process(inputs, out, config, BatchProgress(console, rich=rich))
         except SmearscanError as exc:  # configuration, inputs that do not exist...
             fail_usage(str(exc))
     finally:
-        lock.release()
+        locks.release()
     raise typer.Exit(code)
 
 
@@ -394,31 +391,6 @@ def _checked_config(
     except SmearscanError as exc:
         fail_usage(str(exc))
     return config
-
-
-@contextmanager
-def _ledger_lock(config: Any, out: Path, wait: float) -> Iterator[None]:
-    """Hold ``LEDGER.lock`` of a ledger given by path (shared by several outputs); exit 3
-    when another run holds it. The default ledger beside the report is covered by OUT.lock."""
-    from smearscan.batch_ledger import ledger_path
-    from smearscan.results import OutputPaths
-    from smearscan.runlock import LockedError, RunLock, lock_path_for
-
-    outputs = OutputPaths.for_report(out)
-    path = ledger_path(config, outputs)
-    if path is None or path.absolute() == outputs.ledger.absolute():
-        yield
-        return
-    lock = RunLock(lock_path_for(path), wait_s=wait)
-    try:
-        lock.acquire()
-    except LockedError as exc:
-        log.error("%s", exc)
-        raise typer.Exit(EXIT_LOCKED) from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> int:

@@ -66,8 +66,7 @@ def _run_local(
 
     run_next = _InOrder(fn, tasks)
     delayed = [
-        dask.delayed(run_next, pure=False)(i, dask_key_name=f"slide-{i}")
-        for i in range(len(tasks))
+        dask.delayed(run_next, pure=False)(i, dask_key_name=f"slide-{i}") for i in range(len(tasks))
     ]
     keys = {d.key for d in delayed}
     with _result_callback(keys, lambda item: on_result(item[1])):

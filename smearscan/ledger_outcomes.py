@@ -65,7 +65,9 @@ class EarlierTask:
 
 def redo_tasks(rows: Sequence[LedgerRow], tasks: Sequence[Any]) -> list[EarlierTask]:
     """Tasks for ledger rows to process again, keyed apart from the batch's own tasks."""
-    keys = unique_keys([t.relative for t in tasks] + [row.name for row in rows])[len(tasks) :]
+    relatives = [t.relative for t in tasks] + [row.name for row in rows]
+    keys = unique_keys(relatives, [t.path for t in tasks] + [row.path for row in rows])
+    keys = keys[len(tasks) :]
     return [
         EarlierTask(Path(row.path), row.name, key, row.name)
         for row, key in zip(rows, keys, strict=True)

@@ -24,7 +24,7 @@ from smearscan.batch_ledger import ledger_path, results_dir_for
 from smearscan.config import ProcessConfig
 from smearscan.errors import OutputLocationError
 from smearscan.results import OutputPaths
-from smearscan.runlock import lock_path_for
+from smearscan.runlock import ledger_lock_path, lock_path_for
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def planned_outputs(report: Path, config: ProcessConfig) -> list[_Output]:
     if ledger is not None:
         planned += [
             _Output(ledger, "the run ledger"),
-            _Output(lock_path_for(ledger), "the ledger lock"),
+            _Output(ledger_lock_path(ledger), "the ledger lock"),
             _Output(results_dir_for(ledger), "the ledger's results folder", folder=True),
         ]
     return planned

@@ -112,10 +112,16 @@ class GroupResult:
 class OutputPaths:
     """Where a run writes, all derived from the report path ``OUT.xlsx``.
 
+    ``OUT`` is the report's whole name but its ``.xlsx``: ``night.2026-12-04.xlsx``
+    writes ``night.2026-12-04.zarr`` and ``night.2026-12-04.log``, never a
+    ``night.zarr`` that ``night.2026-12-05.xlsx`` would share.
+
     Attributes:
         report: ``OUT.xlsx``.
         zarr: ``OUT.zarr`` (one OME-NGFF group per slide).
         log: ``OUT.log``.
+        lock: ``OUT.lock``, held while a run writes these outputs
+            (:mod:`smearscan.runlock`).
         previews: ``OUT_previews/``.
         cells: ``OUT_cells.parquet``, the Cells rows (``OUT_cells.csv`` without pyarrow).
         ledger: ``OUT_ledger.sqlite``, the default run ledger (its stored results
@@ -128,19 +134,22 @@ class OutputPaths:
     previews: Path
     cells: Path
     ledger: Path
+    lock: Path
 
     @classmethod
     def for_report(cls, report: Path) -> OutputPaths:
-        """Derive every output path from the report path."""
+        """Derive every output path from the report path (its name but the last suffix)."""
         report = Path(report)
-        stem = report.with_suffix("")
+        base = report.with_suffix("").name
+        folder = report.parent
         return cls(
             report=report,
-            zarr=stem.with_suffix(".zarr"),
-            log=stem.with_suffix(".log"),
-            previews=stem.parent / f"{stem.name}_previews",
-            cells=stem.parent / f"{stem.name}_cells.parquet",
-            ledger=stem.parent / f"{stem.name}_ledger.sqlite",
+            zarr=folder / f"{base}.zarr",
+            log=folder / f"{base}.log",
+            previews=folder / f"{base}_previews",
+            cells=folder / f"{base}_cells.parquet",
+            ledger=folder / f"{base}_ledger.sqlite",
+            lock=folder / f"{base}.lock",
         )
 
 

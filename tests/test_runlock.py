@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from smearscan.runlock import LockedError, RunLock, lock_path_for
+from smearscan.runlock import LockedError, RunLock, ledger_lock_path, lock_path_for
 from smearscan.synth import generate_field, write_field
 
 EXIT_LOCKED = 3
@@ -92,7 +92,7 @@ def test_negative_wait_is_refused(tmp_path):
 
 def test_two_runs_on_one_ledger_with_different_outputs_one_exits_3(field, tmp_path):
     ledger = tmp_path / "shared" / "ledger.sqlite"
-    holder = RunLock(lock_path_for(ledger)).acquire()  # another night's run on this ledger
+    holder = RunLock(ledger_lock_path(ledger)).acquire()  # another night's run on this ledger
     try:
         done = subprocess.run(
             _process(field, tmp_path / "b" / "r.xlsx", "--ledger", str(ledger)),
@@ -103,7 +103,7 @@ def test_two_runs_on_one_ledger_with_different_outputs_one_exits_3(field, tmp_pa
     finally:
         holder.release()
     assert done.returncode == EXIT_LOCKED, done.stderr
-    assert "ledger.lock" in done.stderr and "--wait" in done.stderr
+    assert "ledger.sqlite.lock" in done.stderr and "--wait" in done.stderr
     assert not ledger.exists()  # the ledger was not touched
     runs = [
         subprocess.Popen(
