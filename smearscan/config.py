@@ -19,6 +19,11 @@ TOML layout (every key optional)::
     batch_size = 8
     [scale]
     pixel_size_um = 0.1
+    [[scale.cameras]]           # one table per camera, first match applies
+    name = "ward-3 DM96"
+    pixel_size_um = 0.1
+    width = 2592                # rules (all that are given must match):
+    height = 1944               # image size, glob on the path, EXIF make/model
     [output]
     write_probabilities = true
     [batch]
@@ -49,6 +54,19 @@ def _fraction(name: str, value: float) -> None:
 def _positive(name: str, value: float | int) -> None:
     if value <= 0:
         raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+#: Plausible pixel sizes, µm/px (a given pixel size and every camera profile's).
+PIXEL_SIZE_RANGE_UM = (0.01, 10.0)
+
+
+def _pixel_size_problem(value: float) -> str | None:
+    """Why a pixel size (µm/px) is implausible, or None when it is in
+    :data:`PIXEL_SIZE_RANGE_UM`."""
+    low, high = PIXEL_SIZE_RANGE_UM
+    if low <= value <= high:
+        return None
+    return f"{value} is outside {low:g}-{high:g} µm/px; smear images are usually 0.05-0.5 µm/px"
 
 
 #: The segmentation model of ``process`` when none is named (a name of
@@ -111,33 +129,151 @@ class InferenceConfig:
         _positive("inference.prefetch_batches", self.prefetch_batches)
 
 
+class CameraProfileError(ConfigError, ValueError):
+    """An invalid :class:`CameraProfile` value.
+
+    A :class:`ValueError` too, so that the schema check
+    (:mod:`smearscan.config_schema`) learns which ``[[scale.cameras]]`` table
+    (its index) holds it and names it as ``[scale] cameras[1].width``.
+
+    Args:
+        key: The offending key of the profile (``pixel_size_um``, ``width``...),
+            or ``""`` for the table as a whole.
+        reason: What is wrong with it.
+        camera: The profile's name, when it has one.
+    """
+
+    def __init__(self, key: str, reason: str, camera: str = "") -> None:
+        self.key, self.reason, self.camera = key, reason, camera
+        super().__init__(f"scale.cameras{self.suffix}: {reason}")
+
+    @property
+    def suffix(self) -> str:
+        """``.width (camera 'ward-3')``: the key and camera after ``cameras[i]``."""
+        key = f".{self.key}" if self.key else ""
+        return f"{key} (camera {self.camera!r})" if self.camera else key
+
+
+@dataclass(frozen=True)
+class CameraProfile:
+    """One camera of the lab and its fixed pixel size (a ``[[scale.cameras]]`` table).
+
+    A slide is from this camera when every rule the profile has matches
+    (:func:`smearscan.cameras.match_profile`); a profile has at least one rule.
+
+    Attributes:
+        name: The camera's name in reports and the ledger (unique in a config).
+        pixel_size_um: Micrometres per pixel of its images (0.01-10).
+        width: Rule: image width as stored in the file, pixels (with ``height``).
+        height: Rule: image height as stored in the file, pixels (with ``width``).
+        glob: Rule: fnmatch-style pattern on the slide's path relative to its
+            input folder (posix), also tried on the absolute path; ``**``
+            crosses folders, ``*`` does not.
+        make: Rule: EXIF/TIFF ``Make`` tag (case-insensitive, stripped, exact).
+        model: Rule: EXIF/TIFF ``Model`` tag (case-insensitive, stripped, exact).
+    """
+
+    name: str
+    pixel_size_um: float
+    width: int | None = None
+    height: int | None = None
+    glob: str | None = None
+    make: str | None = None
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        name = self.name if isinstance(self.name, str) else ""
+        if not name.strip():
+            raise CameraProfileError("name", f"must be a non-empty string, got {self.name!r}")
+        problem = _pixel_size_problem(self.pixel_size_um)
+        if problem:
+            raise CameraProfileError("pixel_size_um", problem, name)
+        if (self.width is None) != (self.height is None):
+            given = "width" if self.height is None else "height"
+            raise CameraProfileError(
+                given, "width and height are given together (both or neither)", name
+            )
+        for key in ("width", "height"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise CameraProfileError(key, f"must be > 0 pixels, got {value}", name)
+        for key in ("glob", "make", "model"):
+            value = getattr(self, key)
+            if value is not None and not value.strip():
+                raise CameraProfileError(key, "must not be empty (leave the key out)", name)
+        if not self.rules:
+            raise CameraProfileError(
+                "", "a camera needs at least one rule: width and height, glob, make or model", name
+            )
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The rules this profile has: some of ``size``, ``glob``, ``make``, ``model``."""
+        given = {
+            "size": self.width is not None,
+            "glob": self.glob is not None,
+            "make": self.make is not None,
+            "model": self.model is not None,
+        }
+        return tuple(rule for rule, present in given.items() if present)
+
+
 @dataclass(frozen=True)
 class ScaleConfig:
     """How the pixel size of each slide is known.
 
+    In order: ``pixel_size_um`` (``--pixel-size``) for every slide; else the
+    first camera profile that matches the slide; else the file's metadata
+    (``use_metadata``); else an estimate from the RBCs, pooled per camera over
+    the batch when ``pool`` is set.
+
     Attributes:
-        pixel_size_um: Micrometres per pixel of every input; None means: read
-            it from the file's metadata, else estimate it from the RBCs.
+        pixel_size_um: Micrometres per pixel of every input; None means: a
+            camera profile, the file's metadata, else an estimate from the RBCs.
         rbc_diameter_um: Median RBC diameter used as the ruler.
         use_metadata: Trust a pixel size stored in the file (TIFF resolution).
         sample_px: Side of the central window used for estimation on large slides.
+        cameras: The lab's cameras (``[[scale.cameras]]`` tables, names
+            unique); the first that matches a slide gives its pixel size.
+        pool: Pool the RBC-based estimates of the slides of one camera (same
+            :func:`smearscan.cameras.camera_signature`) over a batch.
+        outlier_tolerance: Relative deviation (0.15: 15 %) from its camera's
+            pooled estimate beyond which a slide's own estimate is an
+            outlier; strictly between 0 and 1.
     """
 
     pixel_size_um: float | None = None
     rbc_diameter_um: float = 7.5
     use_metadata: bool = True
     sample_px: int = 4096
+    cameras: tuple[CameraProfile, ...] = ()
+    pool: bool = True
+    outlier_tolerance: float = 0.15
 
     def __post_init__(self) -> None:
         if self.pixel_size_um is not None:
             _positive("scale.pixel_size_um", self.pixel_size_um)
-            if not 0.01 <= self.pixel_size_um <= 10:
-                raise ConfigError(
-                    f"scale.pixel_size_um={self.pixel_size_um} is outside 0.01-10 µm/px; "
-                    "smear images are usually 0.05-0.5 µm/px"
-                )
+            problem = _pixel_size_problem(self.pixel_size_um)
+            if problem:
+                raise ConfigError(f"scale.pixel_size_um={problem}")
         _positive("scale.rbc_diameter_um", self.rbc_diameter_um)
         _positive("scale.sample_px", self.sample_px)
+        if not 0.0 < self.outlier_tolerance < 1.0:
+            raise ConfigError(
+                f"scale.outlier_tolerance must be in (0, 1), got {self.outlier_tolerance}"
+            )
+        object.__setattr__(self, "cameras", tuple(self.cameras))  # a list from Python callers
+        first: dict[str, int] = {}
+        for index, camera in enumerate(self.cameras):
+            if not isinstance(camera, CameraProfile):
+                raise ConfigError(f"scale.cameras[{index}] must be a camera table, got {camera!r}")
+            key = camera.name.strip().casefold()
+            if key in first:
+                raise ConfigError(
+                    f"scale.cameras[{index}].name {camera.name!r} repeats "
+                    f"scale.cameras[{first[key]}]; camera names must be unique"
+                )
+            first[key] = index
 
 
 @dataclass(frozen=True)
@@ -426,7 +562,7 @@ def _merge(config: ProcessConfig, values: dict[str, Any]) -> ProcessConfig:
     from smearscan.config_schema import validate_config
 
     data = config.to_dict()
-    for key, value in values.items():
+    for key, value in _plain(values).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key].update({k: v for k, v in value.items() if v is not None})
         else:
@@ -435,6 +571,18 @@ def _merge(config: ProcessConfig, values: dict[str, Any]) -> ProcessConfig:
     if not merged.model:
         raise ConfigError("model must be a non-empty string, got ''")
     return merged
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with config dataclasses (a :class:`CameraProfile` given as an override)
+    turned into dicts, so that the schema check sees TOML-like values only."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def load_config(path: Path | None) -> ProcessConfig:

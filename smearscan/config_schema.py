@@ -16,6 +16,9 @@ Rules (a TOML view of the type hints):
 * ``float``: a finite number (an integer is fine);
 * ``str``: a quoted string (a TOML date or number is not one);
 * ``tuple``: an array of those (never a single string);
+* a tuple of dataclasses (``scale.cameras``): an array of tables
+  (``[[scale.cameras]]``), each checked like a section; errors name the item
+  (``[scale] cameras[0].pixel_size_um``);
 * a key left out keeps its default (TOML has no null).
 """
 
@@ -33,7 +36,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from smearscan.config import ProcessConfig
+from smearscan.config import CameraProfileError, ProcessConfig
 from smearscan.errors import ConfigError
 
 #: Integer keys that also take a float with a whole value (big numbers such as ``2.5e9``).
@@ -110,12 +113,13 @@ def _whole_numbers(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _where(loc: tuple[str | int, ...]) -> str:
-    """``[batch] patterns`` (items: ``[batch] patterns[0]``) or ``model``."""
+    """``[batch] patterns`` (items: ``[batch] patterns[0]``, keys of a table in an
+    array: ``[scale] cameras[0].name``) or ``model``."""
     if not loc:
         return "configuration"
     if len(loc) == 1:
         return str(loc[0])
-    key = str(loc[1]) + "".join(f"[{i}]" for i in loc[2:])
+    key = str(loc[1]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[2:])
     return f"[{loc[0]}] {key}"
 
 
@@ -123,11 +127,16 @@ def _describe(error: Mapping[str, Any]) -> str:
     """One readable line for one pydantic error (an item of ``ValidationError.errors()``)."""
     loc = tuple(error["loc"])[1:]  # without the wrapper's "config"
     value = error["input"]
+    if error["type"] in ("missing", "missing_argument") and _in_table(loc):
+        return f"{_where(loc[:-1])}: {loc[-1]!r} is required ({_expected(loc)})"
     if error["type"] in ("missing", "too_short", "too_long"):  # a list of the wrong length
         while loc and isinstance(loc[-1], int):
             loc = loc[:-1]
     if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         return _unknown(loc)
+    cause = (error.get("ctx") or {}).get("error")
+    if error["type"] == "value_error" and isinstance(cause, CameraProfileError):
+        return f"{_where(loc)}{cause.suffix}: {cause.reason}"
     if error["type"] in ("dataclass_type", "dataclass_exact_type") and len(loc) == 1:
         return f"configuration section [{loc[0]}] must be a table, got {_shown(value)}"
     expected = _expected(loc)
@@ -140,12 +149,21 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{_where(loc)}: expected {expected}, got {_shown(value)}"
 
 
+def _in_table(loc: tuple[str | int, ...]) -> bool:
+    """Whether ``loc`` is a key of a table inside an array (``[scale] cameras[0].name``)."""
+    return len(loc) > 2 and isinstance(loc[-1], str) and isinstance(loc[-2], int)
+
+
 def _unknown(loc: tuple[str | int, ...]) -> str:
     if len(loc) == 1:
         known = ["model", *(f.name for f in _sections())]
         return f"unknown configuration section {loc[0]!r}; known: {', '.join(known)}"
-    known = sorted(_hints(_hints(ProcessConfig)[str(loc[0])]))
-    return f"unknown key {loc[-1]!r} in [{loc[0]}]; known: {', '.join(known)}"
+    table = _hint_at(loc[:-1])
+    known = (
+        sorted(_hints(table)) if isinstance(table, type) and dataclasses.is_dataclass(table) else []
+    )
+    where = f"[{loc[0]}]" if len(loc) == 2 else _where(loc[:-1])
+    return f"unknown key {loc[-1]!r} in {where}; known: {', '.join(known)}"
 
 
 def _shown(value: Any) -> str:
@@ -170,20 +188,26 @@ def _hints(cls: Any) -> dict[str, Any]:
 
 def _expected(loc: tuple[str | int, ...]) -> str:
     """What the field at ``loc`` takes, in TOML words (``a list of strings``)."""
+    hint = _hint_at(loc)
+    return "a valid value" if hint is None else _type_words(hint)
+
+
+def _hint_at(loc: tuple[str | int, ...]) -> Any:
+    """The type hint of the field at ``loc`` (an index: the tuple's item type), or None."""
     hint: Any = ProcessConfig
-    item = False
     for part in loc:
         if isinstance(part, int):
-            item = True
+            args = [a for a in get_args(_unwrap(hint)) if a is not Ellipsis]
+            if not args:
+                return None
+            hint = args[min(part, len(args) - 1)]
             continue
         if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
-            return "a valid value"
+            return None
         hint = _hints(hint).get(part)
         if hint is None:
-            return "a valid value"
-    if item:
-        hint = next((a for a in get_args(_unwrap(hint)) if a is not Ellipsis), hint)
-    return _type_words(hint)
+            return None
+    return hint
 
 
 def _unwrap(hint: Any) -> Any:
@@ -213,4 +237,6 @@ def _type_words(hint: Any) -> str:
 
 
 def _plural(hint: Any) -> str:
+    if dataclasses.is_dataclass(hint):
+        return "tables"
     return {str: "strings", int: "integers", float: "numbers", bool: "booleans"}.get(hint, "values")
