@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -48,13 +48,16 @@ TileProgress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class SlideTask:
-    """One slide of a batch: file, name in the report, Zarr group name, patient/slide group."""
+    """One slide of a batch: file, name in the report, Zarr group name, patient/slide group,
+    and its pixel-size decision (:class:`smearscan.scale_plan.ScaleDecision`, set by the
+    batch's calibration pre-pass; None: the pipeline decides)."""
 
     path: Path
     relative: str
     key: str
     group: str = ""
     grouped: bool = True
+    scale: Any = None
 
 
 def _own_outputs(outputs: OutputPaths, config: ProcessConfig) -> list[Path]:
@@ -134,6 +137,7 @@ def process_batch(
             return []
         from smearscan.pipeline import prepare_outputs, run_slide_safely
 
+        todo = _with_scales(todo, config, batch_ledger, calibrations)
         prepare_outputs(outputs)
         distributed = bool(config.batch.scheduler)
         fn = partial(
@@ -155,17 +159,47 @@ def process_batch(
             stop=stop,
         )
 
+    batch_ledger = open_batch_ledger(config, outputs)
+    calibrations: list[Any] = []  # the cameras calibrated for this run (the Run sheet)
     with stop.installed():  # until the report is written: a signal then lets it finish
         results, processed = run_with_ledger(
-            open_batch_ledger(config, outputs), tasks, run, on_result, config.batch.since
+            batch_ledger, tasks, run, on_result, config.batch.since
         )
         results += unlisted
         stop.writing_report = True
         group_results = summarise_groups(results, config.review)
         finished = datetime.now(UTC).astimezone()
         info = run_info(config, inputs, outputs, started, finished, results, processed)
+        info["camera_calibrations"] = "; ".join(_calibration_line(c) for c in calibrations)
         _write_report_and_page(outputs.report, results, info, group_results, previews)
     return BatchResult(results, outputs, info, group_results, processed, stop.signal_name)
+
+
+def _with_scales(
+    todo: list[SlideTask], config: ProcessConfig, ledger: Any, calibrations: list[Any]
+) -> list[SlideTask]:
+    """The tasks with their pixel-size decisions (:func:`smearscan.scale_plan.plan_scales`,
+    the ledger's stored calibrations reused unless ``--force``); ``calibrations`` gets
+    the cameras used."""
+    from smearscan.scale_plan import plan_scales
+
+    decisions, used = plan_scales(
+        todo,
+        config,
+        ledger.ledger if ledger is not None else None,
+        recalibrate=config.batch.force,
+    )
+    calibrations.extend(used)
+    return [replace(t, scale=decisions.get(t.key)) for t in todo]
+
+
+def _calibration_line(calibration: Any) -> str:
+    """One camera's calibration in the Run sheet's words."""
+    return (
+        f"{calibration.signature}: {calibration.pixel_size_um:.4g} µm/px "
+        f"(95 % CI {calibration.ci_low_um:.4g}-{calibration.ci_high_um:.4g}; "
+        f"{calibration.fields} fields, {calibration.rbcs} RBCs; {calibration.origin})"
+    )
 
 
 def _write_report_and_page(

@@ -154,7 +154,7 @@ def run_cell_stage(
     config: CellsConfig,
     classify: ClassifyConfig | None = None,
     classifier: CellClassifier | None = None,
-) -> None:
+) -> float | None:
     """Find, label, measure and type the cells of one segmented slide.
 
     Args:
@@ -166,6 +166,11 @@ def run_cell_stage(
         config: Instance thresholds.
         classify: Blast thresholds (default: :class:`ClassifyConfig` defaults).
         classifier: The cell classifier, or None for the morphometric rules.
+
+    Returns:
+        The median RBC diameter found, in µm at the slide's assumed pixel size
+        (the evidence :func:`smearscan.plausibility.evidence_from_result` takes;
+        its ``n`` is ``result.rbc_count``), or None when no RBC was found.
     """
     height, width = store.classes.shape
 
@@ -223,3 +228,6 @@ def run_cell_stage(
         result.rbc_count,
         result.platelet_count,
     )
+    if math.isnan(found.rbc_diameter_px):
+        return None
+    return found.rbc_diameter_px * pixel_size_um

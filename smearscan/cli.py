@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from smearscan import __version__, cli_models, cli_ops, cli_tools
+from smearscan import __version__, cli_calibrate, cli_models, cli_ops, cli_tools
 from smearscan.cli_help import ReadableCommand
 from smearscan.console import LogFormat, LogFormatOption, fail_usage
 from smearscan.errors import ConfigError, SmearscanError
@@ -451,6 +451,7 @@ def _run_process(inputs: list[Path], out: Path, config: Any, progress: Any) -> i
 cli_models.register(app)
 cli_ops.register(app)
 cli_tools.register(app)
+cli_calibrate.register(app)
 
 
 def main() -> None:

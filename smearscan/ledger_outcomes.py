@@ -61,6 +61,7 @@ class EarlierTask:
     key: str
     group: str = ""
     grouped: bool = True
+    scale: Any = None  # the pixel-size decision, as SlideTask.scale
 
 
 def redo_tasks(rows: Sequence[LedgerRow], tasks: Sequence[Any]) -> list[EarlierTask]:

@@ -28,7 +28,7 @@ from smearscan.batch import SlideTask, TileProgress, process_batch  # noqa: F401
 from smearscan.blank_field import field_content, fill_no_smear
 from smearscan.cells import run_cell_stage
 from smearscan.classify import CellClassifier, load_classifier
-from smearscan.config import ProcessConfig, ScaleConfig
+from smearscan.config import ProcessConfig
 from smearscan.errors import ProcessingError, SmearscanError
 from smearscan.flags import NO_SMEAR, apply_field_flags, mark_no_smear
 from smearscan.grouping import UNGROUPED_NOTE
@@ -44,12 +44,18 @@ from smearscan.limits import (
     memory_estimate,
 )
 from smearscan.models.base import ModelSpec, calibrate_if_supported
+from smearscan.plausibility import check_scale, evidence_from_result
 from smearscan.quality import slide_quality
 from smearscan.registry import load_model
 from smearscan.resample import Reader, resample_window, scale_factor, scaled_shape
 from smearscan.results import OutputPaths, SlideResult
 from smearscan.review import previews_or_note
-from smearscan.scale import estimate_pixel_size
+from smearscan.scale_plan import (
+    GIVEN_METHOD,
+    ScaleDecision,
+    central_window,
+    resolve_pixel_size,
+)
 from smearscan.segmentation import ScaledSlide, band_rows_for, plan_grid, run_tiles
 from smearscan.slide_io import Slide, open_slide, read_region
 from smearscan.stitching import (
@@ -59,7 +65,7 @@ from smearscan.stitching import (
     argmax_classes,
     quantize_probabilities,
 )
-from smearscan.tiling import Tile, TileGrid, Window
+from smearscan.tiling import Tile, TileGrid
 from smearscan.zarr_store import (
     CHUNK_PX,
     SlideStore,
@@ -109,38 +115,24 @@ def real_path(path: Path) -> str:
     return os.path.realpath(Path(path).absolute())
 
 
-def _central_window(height: int, width: int, side: int) -> Window:
-    h, w = min(height, side), min(width, side)
-    y0, x0 = (height - h) // 2, (width - w) // 2
-    return Window(y0, y0 + h, x0, x0 + w)
-
-
 def slide_reader(slide: Slide) -> Reader:
     """A reader of the slide's pixels that decodes only the stored tiles under a window."""
     return lambda w: read_region(slide, w.y0, w.y1, w.x0, w.x1, pad_mode="symmetric")
 
 
-def resolve_pixel_size(
-    slide: Slide, scale: ScaleConfig, no_smear: str | None = None
-) -> tuple[float | None, str]:
-    """Pixel size of a slide in µm/px and how it was obtained.
-
-    Order: the configured value (``--pixel-size``), the file's metadata, an
-    estimate from the median RBC diameter in a central window; for a field
-    without a smear (``no_smear``: why) no estimate, None (the model's scale).
-
-    Raises:
-        ScaleEstimationError: No value given or stored and too few RBCs found.
-    """
-    if scale.pixel_size_um is not None:
-        return scale.pixel_size_um, "given (--pixel-size)"
-    if scale.use_metadata and slide.pixel_size_um is not None:
-        return slide.pixel_size_um, "file metadata"
-    if no_smear is not None:
-        return None, "unknown (NO_SMEAR: no cells to measure; masks at the model's scale)"
-    sample = slide_reader(slide)(_central_window(slide.height, slide.width, scale.sample_px))
-    estimate = estimate_pixel_size(sample, rbc_diameter_um=scale.rbc_diameter_um)
-    return estimate.pixel_size_um, estimate.method
+def _apply_scale(result: SlideResult, decision: ScaleDecision | None) -> float | None:
+    """Record a slide's pixel-size decision in its result; the source µm/px (None: none)."""
+    if decision is None:  # a field without a smear: masks at the model's scale
+        result.pixel_size_um = None
+        result.pixel_size_method = (
+            "unknown (NO_SMEAR: no cells to measure; masks at the model's scale)"
+        )
+        return None
+    result.pixel_size_um, result.pixel_size_method = decision.pixel_size_um, decision.method
+    result.camera = decision.camera
+    result.notes.extend(decision.notes)
+    result.flags.extend(f for f in decision.flags if f not in result.flags)
+    return decision.pixel_size_um
 
 
 def _store_attrs(result: SlideResult, spec: ModelSpec, s: float) -> dict[str, Any]:
@@ -150,6 +142,7 @@ def _store_attrs(result: SlideResult, spec: ModelSpec, s: float) -> dict[str, An
         "source_shape": [result.height, result.width],
         "source_pixel_size_um": result.pixel_size_um,
         "pixel_size_method": result.pixel_size_method,
+        "camera": result.camera,
         "model": spec.name,
         "model_pixel_size_um": spec.input_pixel_size_um,
         "model_pixels_per_source_pixel": s,
@@ -282,7 +275,7 @@ def _segment(
     result.mask_height, result.mask_width = height, width
     read = slide_reader(slide)
     with stage("calibrate"):
-        sample = resample_window(read, _central_window(height, width, CALIBRATION_PX), s)
+        sample = resample_window(read, central_window(height, width, CALIBRATION_PX), s)
         if NO_SMEAR not in result.flags:
             calibrate_if_supported(model, sample)
     grid = plan_grid(height, width, spec, config.tiling)
@@ -362,7 +355,7 @@ def _fill(
     result.stage_seconds["segment"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
     with stage("cells"):
-        run_cell_stage(
+        rbc_um = run_cell_stage(
             store,
             read,
             s,
@@ -373,6 +366,9 @@ def _fill(
             _classifier(config),
         )
     result.stage_seconds["cells"] = round(time.perf_counter() - start, 3)
+    if result.pixel_size_um is not None and result.pixel_size_method != GIVEN_METHOD:
+        with stage("scale"):  # cells implausible at the slide's scale: never reported ok
+            check_scale(evidence_from_result(result, rbc_um))
     with stage("quality"):
         review = config.review
         result.quality = slide_quality(
@@ -394,9 +390,11 @@ def _process_into(
     progress: TileProgress | None,
     previews_dir: Path | None = None,
     source: Path | None = None,
+    planned: ScaleDecision | None = None,
 ) -> None:
     """Run every stage for ``source`` (default ``result.path``), filling ``result`` as the
-    stages go. ``source`` is the path as found, so a broken link is reported as such."""
+    stages go. ``source`` is the path as found, so a broken link is reported as such;
+    ``planned`` is the batch's pixel-size decision (:mod:`smearscan.scale_plan`)."""
     start = time.perf_counter()
     with stage("write"):
         check_key(key)  # before anything is read: outputs must stay inside OUT.zarr/OUT_previews
@@ -417,8 +415,8 @@ def _process_into(
         if blank is not None:
             mark_no_smear(result, blank)  # and its masks are all background (fill_no_smear)
         with stage("scale"):
-            pixel_size, result.pixel_size_method = resolve_pixel_size(slide, config.scale, blank)
-            result.pixel_size_um = pixel_size
+            decision = resolve_pixel_size(slide, config.scale, blank, planned, result.slide)
+            pixel_size = _apply_scale(result, decision)
         _segment(slide, result, pixel_size, config, Path(zarr_path), key, progress, previews_dir)
     finally:
         slide.close()
@@ -494,7 +492,9 @@ def run_slide_safely(
     )
     try:
         with deadline(config.batch.slide_timeout_s):
-            _process_into(result, config, zarr_path, task.key, progress, previews_dir, task.path)
+            _process_into(
+                result, config, zarr_path, task.key, progress, previews_dir, task.path, task.scale
+            )
     except ProcessingError as exc:
         # the batch's progress line reports it (console.BatchProgress): once is enough
         log.debug("%s failed at %s: %s", task.relative, exc.stage, exc.message)

@@ -19,6 +19,8 @@ class SlideResult:
         height: Source rows (px).
         pixel_size_um: Source pixel size in µm/px.
         pixel_size_method: How the pixel size was obtained.
+        camera: The camera profile that gave the pixel size, or the camera
+            signature whose pooled calibration did ("" otherwise).
         model: Model name.
         model_pixel_size_um: Scale of the masks in the Zarr group.
         mask_width: Columns of the masks (model scale).
@@ -53,6 +55,7 @@ class SlideResult:
     height: int | None = None
     pixel_size_um: float | None = None
     pixel_size_method: str = ""
+    camera: str = ""
     model: str = ""
     model_pixel_size_um: float | None = None
     mask_width: int | None = None
