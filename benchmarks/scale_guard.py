@@ -6,8 +6,13 @@ true pixel size and at wrong ones (x0.5, x2, x6.7 by default), as a lab meets
 a wrong ``--pixel-size``, camera profile or estimate. For every source and
 factor it prints: n, failed (any other stage), the share flagged implausible
 (at x1 false alarms, elsewhere detections), the share flagged by each check
-(RBC diameter, WBC area, nucleus area), and the medians over the fields of
-the evidence (median RBC diameter and count, median WBC and nucleus area).
+(median RBC diameter, WBC area, nucleus area; largest WBC or nucleus), the
+medians over the fields of the evidence (median RBC diameter, RBC and WBC
+counts, median WBC and nucleus area, largest WBC), and "est off": the share
+of fields whose own RBC-based estimate (scale.py, on the source pixels) is
+more than 1.8x off the pixel size processed at. The pipeline does not check a
+pixel size given with ``--pixel-size``, so the evidence is judged here with
+:func:`~smearscan.plausibility.scale_problem` (from the stored class map).
 
 Sources and their true pixel sizes: txl-pbc ``val`` (BCCD, BCD, PBC, Raabin,
 told apart by image size; each source's pixel size from the ``train`` RBC
@@ -27,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import math
@@ -162,9 +168,9 @@ def _evidence(row: dict[str, Any]) -> ScaleEvidence:
     values: dict[str, Any] = {}
     for f in fields(ScaleEvidence):
         value = row.get(f.name)
-        if f.name == "pixel_size_method" or value is None:
+        if f.name == "pixel_size_method" or f.name not in row:
             continue  # "" by default; a column an older CSV lacks keeps its default
-        if value in ("", "None"):
+        if value in (None, "", "None"):
             values[f.name] = None
         else:
             values[f.name] = int(float(value)) if f.name.endswith("_count") else float(value)
@@ -260,24 +266,23 @@ def main() -> None:
         for factor in args.factors
     ]
     print(f"{len(jobs)} runs")
-    with multiprocessing.get_context("spawn").Pool(
-        args.workers, _init_worker, (args.model,)
-    ) as pool:
-        rows = list(pool.imap(run_job, jobs, chunksize=1))
-    summarise(rows)
-    if args.csv:
-        names = [
-            "source",
-            "image",
-            "factor",
-            "status",
-            *(f.name for f in fields(ScaleEvidence)),
-            "estimate_um",
-        ]
-        with args.csv.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=names)
+    names = ["source", "image", "factor", "status", *(f.name for f in fields(ScaleEvidence))]
+    rows = []
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if args.csv:  # row by row, so that a long run's rows survive a failure after it
+            fh = stack.enter_context(args.csv.open("w", newline=""))
+            writer = csv.DictWriter(fh, fieldnames=[*names, "estimate_um"])
             writer.writeheader()
-            writer.writerows(rows)
+        pool = stack.enter_context(
+            multiprocessing.get_context("spawn").Pool(args.workers, _init_worker, (args.model,))
+        )
+        for row in pool.imap(run_job, jobs, chunksize=1):
+            rows.append(row)
+            if writer is not None:
+                writer.writerow(row)
+                fh.flush()
+    summarise(rows)
 
 
 if __name__ == "__main__":

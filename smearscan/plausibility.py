@@ -2,17 +2,24 @@
 
 Every length and area smearscan reports is in µm at the slide's pixel size
 (given, from the file, from a camera profile or estimated from the RBCs by
-:mod:`smearscan.scale`). A wrong pixel size gives itself away once the cells
-are found: at ``k`` times the true µm/px every cell measures ``k`` times its
-true size across (``k**2`` in area). :func:`scale_problem` compares the
-medians of a slide's cells, measured at the chosen scale, with physiological
-ranges: the RBC diameter when there are at least :data:`MIN_RBCS` red cells,
-the whole-cell and nucleus areas of the WBCs when there is at least
-:data:`MIN_WBCS` white cell. The ranges are wide on purpose: a correct scale
-must pass on real smears (crowded fields, clumps, a few RBCs, WBC-only crops,
-one huge monocyte, macro- and microcytes, segmentation errors); the guard
-catches a pixel size that is grossly off (about 2x and more), not a few
-per cent (``benchmarks/scale_guard.py`` measures both on the real data sets).
+:mod:`smearscan.scale`). :func:`scale_problem` compares the cells of a
+slide, measured after segmentation at the chosen scale, with physiological
+ranges: the median RBC diameter when there are at least :data:`MIN_RBCS`
+red cells, the median whole-cell and nucleus areas of the WBCs when there is
+at least :data:`MIN_WBCS` white cell, and the largest WBC and nucleus.
+
+At ``k`` times the true µm/px cells do not simply measure ``k`` times their
+size: the model sees them ``k`` times larger than it was trained for and
+segments them otherwise (``benchmarks/scale_guard.py``: 300 real fields at
+x0.5, x1, x2, x6.7). At x6.7 a cell comes out as one giant among fragments of
+ordinary size and the RBC median *shrinks* to ~4.4 µm; at x2 RBCs with pale
+centres become ring-nucleated "WBCs" of plausible size; at x0.5 WBCs shrink
+to the size of small lymphocytes. So the guard catches a pixel size several
+times too large (88 % of the fields at x6.7, 24 % at x2), not one too small,
+and gives a factor only when the RBCs read too large. The ranges are wide on
+purpose: a correct scale must pass on real smears (crowded fields, clumps,
+few RBCs, WBC-only crops, a huge monocyte, macro- and microcytes,
+segmentation errors): 0 of the 300 fields at x1 fail.
 """
 
 from __future__ import annotations
@@ -39,34 +46,41 @@ RBC_NOMINAL_DIAMETER_UM = 7.5
 #: on the real data at the true pixel size (benchmarks/scale_guard.py).
 #: Widened to half and twice the nominal 7.5 µm after txl-pbc/val at its pooled
 #: (right) pixel sizes gave BCD fields a segmented median of 13.1 µm (n=8): clumps
-#: of red cells read as one (benchmarks/calibration_batch.py txl).
+#: of red cells read as one (benchmarks/calibration_batch.py txl). scale_guard.py,
+#: true pixel size, >= 20 RBCs: 6.5-9.1 µm; x6.7 reads 4.4 µm (fragments): 4.5
+#: would catch 2.6 % more, left at 3.75 for microcytic smears (none in the data).
 RBC_DIAMETER_RANGE_UM = (3.75, 15.0)
 
-#: Fewest RBCs for their median diameter to count as evidence (a handful of
-#: clumped RBCs misled it at 5).
-MIN_RBCS = 20
+MIN_RBCS = 20  # fewest RBCs for their median to count (a few clumped ones misled at 5)
 
 #: No single white cell (or clump taken as one) covers this much, µm² (a 56 µm
 #: disc, about three times the largest monocyte): one that does gives a pixel size
 #: several times too large away, whatever the median (the model breaks an
 #: over-magnified cell into fragments of plausible size around one giant).
+#: scale_guard.py: the largest at the true pixel size 511 µm² (a basophil of
+#: pbc-cells), at x6.7 a median of 4251 µm² (77 % of the fields over the limit).
 MAX_WBC_AREA_UM2 = 2500.0
-#: No single nucleus covers this much, µm² (a 39 µm disc).
+#: No single nucleus covers this much, µm² (a 39 µm disc); scale_guard.py: the
+#: largest at the true pixel size 182 µm², at x6.7 a median of 2680 µm².
 MAX_NUCLEUS_AREA_UM2 = 1200.0
 
 #: Plausible median whole-cell WBC area of a field, µm². Physiology: 7-20 µm
 #: across (DESIGN.md: small lymphocyte 7-10, monocyte 12-20 µm), 38-314 µm²
 #: as discs; wider for flattened cells, missed cytoplasm (cell ~ nucleus) and
-#: clumps taken as one cell. Margins set on the real data (scale_guard.py).
+#: clumps taken as one cell. scale_guard.py at the true pixel size: field
+#: medians 49-512 µm² (p95 427); at x2 median 454, p95 1137. The lower bound is
+#: the cell stage's own smallest cell (cells.min_cell_area_um2): at x0.5 the
+#: medians (28-168 µm²) overlap those of small lymphocytes, so none can tell.
 WBC_AREA_RANGE_UM2 = (20.0, 700.0)
 
 #: Plausible median WBC nucleus area of a field, µm². Physiology: a small
 #: lymphocyte's nucleus ~6-7 µm (~30 µm²) up to a monocyte's or a blast's
-#: ~15 µm (~180 µm²); margins set on the real data (scale_guard.py).
+#: ~15 µm (~180 µm²). scale_guard.py at the true pixel size: field medians
+#: 11-182 µm² (p95 140); at x2 median 175, p95 503. Lower bound: the cell
+#: stage's smallest nucleus (cells.min_nucleus_area_um2).
 NUCLEUS_AREA_RANGE_UM2 = (10.0, 400.0)
 
-#: Fewest WBCs for their median areas to count as evidence.
-MIN_WBCS = 1
+MIN_WBCS = 1  # fewest WBCs for their median areas to count as evidence
 
 #: What a lab does about a wrong pixel size (the end of every message).
 ADVICE = "pass --pixel-size or add a camera profile ([[scale.cameras]] in the config)"
@@ -194,27 +208,31 @@ def scale_problem(evidence: ScaleEvidence) -> str | None:
     :data:`MIN_RBCS` RBCs (or no diameter) and fewer than :data:`MIN_WBCS`
     WBCs (or no areas). A slide passes unless one of the medians lies outside
     its range (:data:`RBC_DIAMETER_RANGE_UM`, :data:`WBC_AREA_RANGE_UM2`,
-    :data:`NUCLEUS_AREA_RANGE_UM2`).
+    :data:`NUCLEUS_AREA_RANGE_UM2`) or its largest WBC or nucleus is over
+    :data:`MAX_WBC_AREA_UM2` or :data:`MAX_NUCLEUS_AREA_UM2`.
 
     Returns:
-        What was measured at which pixel size, by what factor the pixel size
-        looks off (from the RBC diameter, when that is among the findings)
-        and what to do.
+        What was measured at which pixel size, which way the pixel size looks
+        off, by what factor when the RBCs read too large (median over
+        :data:`RBC_NOMINAL_DIAMETER_UM`; the other findings give none, see the
+        module docstring), and what to do.
     """
     found, rbc_bad = _findings(evidence)
     if not found:
         return None
     how = f" ({evidence.pixel_size_method})" if evidence.pixel_size_method else ""
     message = f"at {evidence.pixel_size_um:.3g} µm/px{how} " + " and ".join(found)
-    if rbc_bad and evidence.rbc_diameter_um:
-        factor = evidence.rbc_diameter_um / RBC_NOMINAL_DIAMETER_UM
-        direction = f"{factor:.1f}x too large" if factor > 1 else f"{1 / factor:.1f}x too small"
+    factor = (evidence.rbc_diameter_um or 0.0) / RBC_NOMINAL_DIAMETER_UM if rbc_bad else 0.0
+    if factor > 1:
         message += (
-            f": the pixel size looks {direction} (the red cells fit about "
+            f": the pixel size looks about {factor:.1f}x too large (the red cells fit about "
             f"{evidence.pixel_size_um / factor:.3g} µm/px)"
         )
-    else:
-        message += ": the pixel size looks wrong"
+    else:  # every other finding comes from too large a pixel size (scale_guard.py)
+        message += (
+            ": the pixel size looks wrong, most likely too large (cells magnified past the "
+            "model's scale come out as giants and small fragments: no factor can be read off)"
+        )
     return f"{message}; {ADVICE}"
 
 
