@@ -170,7 +170,7 @@ def process_batch(
         group_results = summarise_groups(results, config.review)
         finished = datetime.now(UTC).astimezone()
         info = run_info(config, inputs, outputs, started, finished, results, processed)
-        info["camera_calibrations"] = "; ".join(_calibration_line(c) for c in calibrations)
+        info["camera_calibrations"] = "; ".join(c.summary() for c in calibrations)
         _write_report_and_page(outputs.report, results, info, group_results, previews)
     return BatchResult(results, outputs, info, group_results, processed, stop.signal_name)
 
@@ -191,15 +191,6 @@ def _with_scales(
     )
     calibrations.extend(used)
     return [replace(t, scale=decisions.get(t.key)) for t in todo]
-
-
-def _calibration_line(calibration: Any) -> str:
-    """One camera's calibration in the Run sheet's words."""
-    return (
-        f"{calibration.signature}: {calibration.pixel_size_um:.4g} µm/px "
-        f"(95 % CI {calibration.ci_low_um:.4g}-{calibration.ci_high_um:.4g}; "
-        f"{calibration.fields} fields, {calibration.rbcs} RBCs; {calibration.origin})"
-    )
 
 
 def _write_report_and_page(

@@ -89,6 +89,14 @@ class Calibration:
     inputs: tuple[tuple[str, int, float], ...] = ()
     origin: str = "pooled"
 
+    def summary(self) -> str:
+        """One line for the log, the Run sheet and ``smearscan calibrate``."""
+        return (
+            f"{self.signature}: {self.pixel_size_um:.4g} µm/px "
+            f"(95 % CI {self.ci_low_um:.4g}-{self.ci_high_um:.4g}; "
+            f"{self.fields} fields, {self.rbcs} RBCs; {self.origin})"
+        )
+
     def method(self) -> str:
         """How a slide calibrated by this camera got its pixel size (the Summary's words)."""
         where = "stored in the ledger" if self.origin == "ledger" else "pooled in this run"

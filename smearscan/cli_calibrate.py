@@ -77,11 +77,7 @@ def calibrate(
             failed += 1
             typer.echo(f"{found}")
             continue
-        typer.echo(
-            f"{found.signature}: {found.pixel_size_um:.4g} µm/px "
-            f"(95 % CI {found.ci_low_um:.4g}-{found.ci_high_um:.4g}), {slides} slides, "
-            f"{found.fields} fields and {found.rbcs} RBCs used"
-        )
+        typer.echo(f"{found.summary()}; {slides} slides")
         entries.append((found.signature, found.pixel_size_um, info))
     if not cameras:
         typer.echo("no slide left to calibrate (all have a camera profile or a stored size)")

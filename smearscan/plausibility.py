@@ -127,8 +127,12 @@ class ImplausibleScaleError(ScaleEstimationError):
         super().__init__(message)
 
 
+def _finite(values: list[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
 def _median(values: list[Any]) -> float | None:
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    finite = _finite(values)
     return statistics.median(finite) if finite else None
 
 
@@ -162,7 +166,7 @@ def evidence_from_result(result: SlideResult, rbc_diameter_um: float | None) -> 
 
 
 def _largest(values: list[Any]) -> float | None:
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    finite = _finite(values)
     return max(finite) if finite else None
 
 

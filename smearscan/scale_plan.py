@@ -192,6 +192,31 @@ def _survey(task: Any, config: ProcessConfig) -> _Survey:
     return _Survey(task.key, signature=signature, field=field, info=info)
 
 
+def _pool_camera(signature: str, surveys: list[_Survey], scale: ScaleConfig) -> Calibration:
+    """:func:`pool_fields` over the surveyed fields of one camera, with the scale settings.
+
+    Raises:
+        ScaleEstimationError: Too few RBCs in all its fields together.
+    """
+    fields = [s.field for s in surveys if s.field is not None]
+    return pool_fields(
+        signature,
+        fields,
+        rbc_diameter_um=scale.rbc_diameter_um,
+        min_rbcs=MIN_FIELD_RBCS,
+        tolerance=scale.outlier_tolerance,
+    )
+
+
+def _by_camera(surveys: Sequence[_Survey]) -> list[tuple[str, list[_Survey]]]:
+    """The surveys that measured a field, grouped by camera signature, sorted."""
+    groups: dict[str, list[_Survey]] = defaultdict(list)
+    for s in surveys:
+        if s.field is not None:
+            groups[s.signature].append(s)
+    return sorted(groups.items())
+
+
 def _calibrate(
     signature: str,
     surveys: list[_Survey],
@@ -206,15 +231,8 @@ def _calibrate(
         stored = stored_calibration(ledger, signature)
         if stored is not None:
             return stored
-    fields = [s.field for s in surveys if s.field is not None]
     try:
-        calibration = pool_fields(
-            signature,
-            fields,
-            rbc_diameter_um=scale.rbc_diameter_um,
-            min_rbcs=MIN_FIELD_RBCS,
-            tolerance=scale.outlier_tolerance,
-        )
+        calibration = _pool_camera(signature, surveys, scale)
     except ScaleEstimationError as exc:
         log.warning("%s", exc)
         return None
@@ -258,21 +276,10 @@ def survey_cameras(
         Per signature, sorted: ``(its calibration, or why it has none; the camera info
         of its first slide; its number of slides)``.
     """
-    by_camera: dict[str, list[_Survey]] = defaultdict(list)
-    for s in _surveys(tasks, config):
-        if s.field is not None:
-            by_camera[s.signature].append(s)
     out: list[tuple[Calibration | str, CameraInfo, int]] = []
-    for signature, group in sorted(by_camera.items()):
-        fields = [s.field for s in group if s.field is not None]
+    for signature, group in _by_camera(_surveys(tasks, config)):
         try:
-            found: Calibration | str = pool_fields(
-                signature,
-                fields,
-                rbc_diameter_um=config.scale.rbc_diameter_um,
-                min_rbcs=MIN_FIELD_RBCS,
-                tolerance=config.scale.outlier_tolerance,
-            )
+            found: Calibration | str = _pool_camera(signature, group, config.scale)
         except ScaleEstimationError as exc:
             found = str(exc)
         assert group[0].info is not None
@@ -304,25 +311,12 @@ def plan_scales(
         return {}, []
     surveys = _surveys(tasks, config)
     decisions = {s.key: s.decision for s in surveys if s.decision is not None}
-    by_camera: dict[str, list[_Survey]] = defaultdict(list)
-    for s in surveys:
-        if s.field is not None and config.scale.pool:
-            by_camera[s.signature].append(s)
     used = []
-    for signature, group in sorted(by_camera.items()):
+    for signature, group in _by_camera(surveys) if config.scale.pool else []:
         calibration = _calibrate(signature, group, config.scale, ledger, recalibrate)
         if calibration is None:
             continue
         used.append(calibration)
-        log.info(
-            "camera %s: %.4g µm/px (95 %% CI %.4g-%.4g, %d fields, %d RBCs, %s)",
-            signature,
-            calibration.pixel_size_um,
-            calibration.ci_low_um,
-            calibration.ci_high_um,
-            calibration.fields,
-            calibration.rbcs,
-            calibration.origin,
-        )
+        log.info("camera %s", calibration.summary())
         decisions |= _decisions(calibration, group, config.scale.outlier_tolerance)
     return decisions, used
